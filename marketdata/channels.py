@@ -1,0 +1,30 @@
+"""WebSocket channel names (`ticker.AAPL`) and the channel-layer groups behind them."""
+
+from __future__ import annotations
+
+import re
+
+# Kinds a client may subscribe to today; `trades`, `book` and the private channels join later.
+PUBLIC_KINDS = frozenset({"ticker"})
+STATUS_GROUP = "status"
+
+_CHANNEL = re.compile(r"^(?P<kind>[a-z]+)\.(?P<symbol>[A-Z0-9][A-Z0-9._-]{0,31})$")
+
+
+class UnknownChannel(ValueError):
+    """A channel name that is malformed or names nothing we publish."""
+
+
+def parse(channel: object) -> tuple[str, str]:
+    """Split `ticker.AAPL` into ("ticker", "AAPL"); raise UnknownChannel when malformed."""
+    if not isinstance(channel, str):
+        raise UnknownChannel("channel names are strings")
+    match = _CHANNEL.match(channel)
+    if match is None or match["kind"] not in PUBLIC_KINDS:
+        raise UnknownChannel(f"unknown channel {channel[:64]!r}")
+    return match["kind"], match["symbol"]
+
+
+def group_name(channel: str) -> str:
+    """The channel-layer group that carries one WebSocket channel."""
+    return f"md.{channel}"

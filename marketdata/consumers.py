@@ -1,0 +1,206 @@
+"""`/ws/stream/`: the WebSocket protocol of ARCHITECTURE.md §6.
+
+One socket per tab. Messages from the channel layer are conflated per channel (latest wins)
+and sent as `{"batch": [...]}` frames at most once per flush interval, so a slow client holds
+at most one pending message per subscribed channel, never an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from marketdata import selectors
+from marketdata.channels import STATUS_GROUP, UnknownChannel, group_name, parse
+
+logger = logging.getLogger(__name__)
+
+CLOSE_IDLE = 4408
+SYMBOLS_TTL_S = 10.0
+_symbols_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+@database_sync_to_async
+def _active_symbols() -> frozenset[str]:
+    return frozenset(selectors.active_symbols())
+
+
+async def known_symbols() -> frozenset[str]:
+    """Active symbols, cached for a few seconds so subscribing costs no query per message."""
+    global _symbols_cache
+    fetched_at, symbols = _symbols_cache
+    if time.monotonic() - fetched_at > SYMBOLS_TTL_S:
+        symbols = await _active_symbols()
+        _symbols_cache = (time.monotonic(), symbols)
+    return symbols
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    """Subscribe, unsubscribe, ping/pong, batched frames, heartbeat and idle timeout."""
+
+    async def connect(self) -> None:
+        self.subscriptions: set[str] = set()
+        self.pending: dict[str, dict] = {}
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.last_sent = 0.0
+        self.flush_interval = settings.STREAM_FLUSH_INTERVAL_MS / 1000
+        self.last_heard = time.monotonic()
+        self.redis = aioredis.from_url(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        )
+        await self.accept()
+        await self.channel_layer.group_add(STATUS_GROUP, self.channel_name)
+        self.heartbeat_task = asyncio.create_task(self._heartbeat())
+        await self._send_json(
+            {
+                "op": "welcome",
+                "heartbeat_s": settings.WS_HEARTBEAT_INTERVAL_S,
+                "idle_timeout_s": settings.WS_IDLE_TIMEOUT_S,
+            }
+        )
+        await self._send_json({"op": "status", **await self._current_status()})
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "heartbeat_task"):
+            self.heartbeat_task.cancel()
+        if getattr(self, "flush_handle", None) is not None:
+            self.flush_handle.cancel()
+        for channel in getattr(self, "subscriptions", ()):
+            await self.channel_layer.group_discard(group_name(channel), self.channel_name)
+        await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+
+    # -- client -> server -------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_heard = time.monotonic()
+        if text_data is None:
+            return await self._error("bad_request", "send JSON text frames, not binary")
+        if len(text_data) > settings.WS_MAX_MESSAGE_BYTES:
+            return await self._error("too_large", "message too large")
+        try:
+            message = json.loads(text_data)
+        except json.JSONDecodeError:
+            return await self._error("bad_json", "message is not valid JSON")
+        if not isinstance(message, dict):
+            return await self._error("bad_request", "message must be a JSON object")
+        op = message.get("op")
+        if op == "subscribe":
+            return await self._subscribe(message)
+        if op == "unsubscribe":
+            return await self._unsubscribe(message)
+        if op == "ping":
+            return await self._send_json({"op": "pong", "id": message.get("id")})
+        if op == "heartbeat":
+            return None  # the client's answer to our heartbeat; hearing it is enough
+        return await self._error("unknown_op", f"unknown op {str(op)[:32]!r}")
+
+    async def _subscribe(self, message: dict) -> None:
+        channels = message.get("channels")
+        if not isinstance(channels, list) or not channels:
+            return await self._error("bad_request", "channels must be a non-empty list")
+        symbols = await known_symbols()
+        accepted = []
+        for channel in channels:
+            try:
+                _kind, symbol = parse(channel)
+                if symbol not in symbols:
+                    raise UnknownChannel(f"unknown symbol in {channel!r}")
+            except UnknownChannel as error:
+                await self._error("unknown_channel", str(error), channel=str(channel)[:64])
+                continue
+            if channel in self.subscriptions:
+                accepted.append(channel)
+                continue
+            if len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
+                await self._error(
+                    "too_many_subscriptions",
+                    f"at most {settings.WS_MAX_SUBSCRIPTIONS} channels per socket",
+                    channel=channel,
+                )
+                continue
+            await self.channel_layer.group_add(group_name(channel), self.channel_name)
+            self.subscriptions.add(channel)
+            accepted.append(channel)
+        if accepted:
+            await self._send_json({"op": "subscribed", "channels": accepted})
+            await self._send_snapshots(accepted)
+
+    async def _unsubscribe(self, message: dict) -> None:
+        channels = message.get("channels")
+        if not isinstance(channels, list):
+            return await self._error("bad_request", "channels must be a list")
+        removed = []
+        for channel in channels:
+            if isinstance(channel, str) and channel in self.subscriptions:
+                self.subscriptions.discard(channel)
+                self.pending.pop(channel, None)
+                await self.channel_layer.group_discard(group_name(channel), self.channel_name)
+                removed.append(channel)
+        await self._send_json({"op": "unsubscribed", "channels": removed})
+
+    async def _send_snapshots(self, channels: list[str]) -> None:
+        """Start each new subscription with the latest message the stream worker kept."""
+        try:
+            raw = await self.redis.hmget(selectors.snapshot_key(), channels)
+        except (OSError, aioredis.RedisError):
+            return  # no snapshot cache: live updates still arrive
+        for message in raw:
+            if message is not None:
+                self._queue(json.loads(message))
+
+    async def _current_status(self) -> dict:
+        try:
+            raw = await self.redis.get(selectors.status_key())
+        except (OSError, aioredis.RedisError):
+            return {"stream": "down", "redis": "down"}
+        if raw is None:
+            return {"stream": "down"}  # no stream worker has reported lately
+        return {"stream": "up", **json.loads(raw)}
+
+    # -- channel layer -> client ------------------------------------------------------------
+    async def stream_message(self, event: dict) -> None:
+        message = event["message"]
+        if message["ch"] in self.subscriptions:
+            self._queue(message)
+
+    async def status_message(self, event: dict) -> None:
+        await self._send_json({"op": "status", "stream": "up", **event["status"]})
+
+    def _queue(self, message: dict) -> None:
+        self.pending[message["ch"]] = message  # latest wins: bounded by the subscriptions
+        if self.flush_handle is None:
+            delay = max(0.0, self.last_sent + self.flush_interval - time.monotonic())
+            loop = asyncio.get_running_loop()
+            self.flush_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._flush()))
+
+    async def _flush(self) -> None:
+        self.flush_handle = None
+        if not self.pending:
+            return
+        batch, self.pending = list(self.pending.values()), {}
+        self.last_sent = time.monotonic()
+        await self._send_json({"batch": batch})
+
+    async def _heartbeat(self) -> None:
+        interval = settings.WS_HEARTBEAT_INTERVAL_S
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_heard > settings.WS_IDLE_TIMEOUT_S:
+                await self._error("idle_timeout", "no message from the client; closing")
+                await self.close(code=CLOSE_IDLE)
+                return
+            await self._send_json({"op": "heartbeat", "ts": time.time_ns() // 1_000_000})
+
+    async def _error(self, code: str, detail: str, **extra: object) -> None:
+        await self._send_json({"op": "error", "code": code, "detail": detail, **extra})
+
+    async def _send_json(self, payload: dict) -> None:
+        await self.send(text_data=json.dumps(payload, separators=(",", ":")))

@@ -1,0 +1,85 @@
+"""The demo market: assets, instruments with realistic prices, and the demo users."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from accounts.models import Asset
+from marketdata.models import PriceModel
+from trading.models import Instrument
+
+D = Decimal
+
+ASSETS = [
+    ("USD", "US dollar", 2),
+    ("AAPL", "Apple Inc.", 0),
+    ("MSFT", "Microsoft Corp.", 0),
+    ("NVDA", "NVIDIA Corp.", 0),
+    ("AMZN", "Amazon.com Inc.", 0),
+    ("GOOGL", "Alphabet Inc. Class A", 0),
+    ("TSLA", "Tesla Inc.", 0),
+    ("SPY", "SPDR S&P 500 ETF", 0),
+    ("BTC", "Bitcoin", 8),
+    ("ETH", "Ether", 8),
+    ("SOL", "Solana", 8),
+]
+
+# symbol, base, quote, tick, lot, initial price, annual volatility, spread bps, typical size
+INSTRUMENTS = [
+    ("AAPL", "AAPL", "USD", D("0.01"), D("1"), D("229.87"), D("0.25"), 2, D("300")),
+    ("MSFT", "MSFT", "USD", D("0.01"), D("1"), D("417.12"), D("0.22"), 2, D("200")),
+    ("NVDA", "NVDA", "USD", D("0.01"), D("1"), D("138.45"), D("0.50"), 3, D("800")),
+    ("AMZN", "AMZN", "USD", D("0.01"), D("1"), D("201.20"), D("0.30"), 3, D("300")),
+    ("GOOGL", "GOOGL", "USD", D("0.01"), D("1"), D("178.35"), D("0.28"), 3, D("300")),
+    ("TSLA", "TSLA", "USD", D("0.01"), D("1"), D("342.10"), D("0.60"), 4, D("250")),
+    ("SPY", "SPY", "USD", D("0.01"), D("1"), D("592.64"), D("0.15"), 1, D("500")),
+    ("BTC-USD", "BTC", "USD", D("0.01"), D("0.0001"), D("97250.00"), D("0.55"), 2, D("0.5")),
+    ("ETH-USD", "ETH", "USD", D("0.01"), D("0.001"), D("3420.50"), D("0.65"), 3, D("5")),
+    ("SOL-USD", "SOL", "USD", D("0.001"), D("0.01"), D("238.420"), D("0.80"), 5, D("50")),
+]
+
+DEMO_TRADER = "demo"
+
+
+@transaction.atomic(durable=True)
+def demo_load(*, trader_password: str, admin_password: str) -> dict[str, int]:
+    """Create what is missing of the demo market; running it twice changes nothing more."""
+    created = {"assets": 0, "instruments": 0, "users": 0}
+    assets = {}
+    for code, name, precision in ASSETS:
+        assets[code], was_created = Asset.objects.get_or_create(
+            code=code, defaults={"name": name, "precision": precision}
+        )
+        created["assets"] += was_created
+    for symbol, base, quote, tick, lot, price, vol, spread, size in INSTRUMENTS:
+        instrument, was_created = Instrument.objects.get_or_create(
+            symbol=symbol,
+            defaults={
+                "name": assets[base].name if quote == "USD" and base != "USD" else symbol,
+                "base": assets[base],
+                "quote": assets[quote],
+                "tick_size": tick,
+                "lot_size": lot,
+            },
+        )
+        created["instruments"] += was_created
+        PriceModel.objects.get_or_create(
+            instrument=instrument,
+            defaults={
+                "initial_price": price,
+                "annual_volatility": vol,
+                "spread_bps": spread,
+                "typical_size": size,
+            },
+        )
+    users = get_user_model().objects
+    if not users.filter(username=DEMO_TRADER).exists():
+        users.create_user(DEMO_TRADER, email="demo@tredye.test", password=trader_password)
+        created["users"] += 1
+    if not users.filter(username="admin").exists():
+        users.create_superuser("admin", email="admin@tredye.test", password=admin_password)
+        created["users"] += 1
+    return created

@@ -1,0 +1,70 @@
+"""Reads for market data: instruments the feed prices, and the latest ticker snapshots."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+
+from marketdata.feed import SimulatedInstrument, quantum, to_ticks
+from marketdata.models import PriceModel
+from trading.models import Instrument
+
+
+def active_instruments() -> list[Instrument]:
+    """Return the instruments that have a reference price: every one not closed."""
+    return list(Instrument.objects.exclude(status=Instrument.Status.CLOSED).order_by("symbol"))
+
+
+def active_symbols() -> set[str]:
+    return {i.symbol for i in active_instruments()}
+
+
+def simulation_states(*, symbols: list[str] | None = None) -> list[SimulatedInstrument]:
+    """Return the random-walk state of each active instrument, resuming its last price.
+
+    Raises PriceModel.DoesNotExist naming an instrument that has no price model.
+    """
+    models = PriceModel.objects.select_related("instrument").exclude(
+        instrument__status=Instrument.Status.CLOSED
+    )
+    if symbols is not None:
+        models = models.filter(instrument__symbol__in=symbols)
+    states = []
+    for model in models.order_by("instrument__symbol"):
+        tick = quantum(model.instrument.tick_size)
+        price = model.last_price or model.initial_price
+        session_open = model.session_open or price
+        states.append(
+            SimulatedInstrument(
+                symbol=model.instrument.symbol,
+                tick_size=tick,
+                lot_size=quantum(model.instrument.lot_size),
+                annual_volatility=float(model.annual_volatility),
+                spread_bps=model.spread_bps,
+                typical_size=model.typical_size,
+                price_ticks=to_ticks(price, tick),
+                open_ticks=to_ticks(session_open, tick),
+            )
+        )
+    return states
+
+
+def snapshot_key() -> str:
+    """The Redis hash holding the latest message of every ticker channel."""
+    return f"{settings.KAFKA_TOPIC_PREFIX}snapshot"
+
+
+def status_key() -> str:
+    return f"{settings.KAFKA_TOPIC_PREFIX}status"
+
+
+def ticker_snapshots(redis_client) -> dict[str, dict]:  # noqa: ANN001 - redis.Redis
+    """Return symbol -> latest ticker data, from the stream worker's Redis snapshot."""
+    raw = redis_client.hgetall(snapshot_key())
+    snapshots = {}
+    for channel, message in raw.items():
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        if channel.startswith("ticker."):
+            snapshots[channel.removeprefix("ticker.")] = json.loads(message)["data"]
+    return snapshots

@@ -1,0 +1,150 @@
+"""The stream worker: Kafka ticks in, conflated per channel, flushed to the channel layer.
+
+Between two flushes only the latest message of each channel survives, so however fast ticks
+arrive, each group gets at most one message per flush interval, and it is the newest one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal, InvalidOperation
+
+from redis.exceptions import RedisError
+
+from marketdata.broadcast import Broadcaster
+from tredye import kafka
+from tredye.kafka import Envelope, EnvelopeError
+from tredye.workers import KafkaWorker
+
+logger = logging.getLogger(__name__)
+
+TICK_FIELDS = ("symbol", "bid", "ask", "last", "bid_size", "ask_size", "open", "change_pct")
+STATUS_EVERY_S = 1.0
+
+
+class Conflator:
+    """Latest message per channel since the last drain, each stamped with a per-channel seq."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, dict] = {}
+        self._seq: dict[str, int] = {}
+
+    def add(self, channel: str, *, ts: int, data: dict) -> None:
+        seq = self._seq.get(channel, 0) + 1
+        self._seq[channel] = seq
+        self._pending[channel] = {"ch": channel, "seq": seq, "ts": ts, "data": data}
+
+    def drain(self) -> dict[str, dict]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def validate_tick(envelope: Envelope) -> dict[str, str]:
+    """Check a tick's payload; raise EnvelopeError when a field is missing or not a price."""
+    data = envelope.data
+    if envelope.type != "tick":
+        raise EnvelopeError(f"unexpected type {envelope.type!r} on the ticks topic")
+    for field in TICK_FIELDS:
+        if not isinstance(data.get(field), str):
+            raise EnvelopeError(f"tick field {field!r} missing or not a string")
+    if data["symbol"] != envelope.key:
+        raise EnvelopeError("tick symbol differs from the envelope key")
+    for field in TICK_FIELDS[1:]:
+        try:
+            value = Decimal(data[field])
+        except InvalidOperation:
+            raise EnvelopeError(f"tick field {field!r} is not a number") from None
+        if not value.is_finite():
+            raise EnvelopeError(f"tick field {field!r} is not finite")
+    return {field: data[field] for field in TICK_FIELDS}
+
+
+class StreamWorker(KafkaWorker):
+    """Consume ticks, conflate per symbol, flush every `flush_interval_ms` to Redis."""
+
+    name = "stream"
+    topics = (kafka.TICKS,)
+    start_at = "latest"
+
+    def __init__(
+        self,
+        *,
+        flush_interval_ms: int,
+        stale_after_s: float,
+        broadcaster: Broadcaster | None = None,
+    ) -> None:
+        super().__init__()
+        self.flush_interval_s = flush_interval_ms / 1000
+        # Poll no longer than one flush interval so flushes keep their beat.
+        self.poll_timeout_ms = max(1, flush_interval_ms)
+        self.stale_after_s = stale_after_s
+        self.broadcaster = broadcaster or Broadcaster()
+        self.conflator = Conflator()
+        self.last_flush = 0.0
+        self.last_tick_at: float | None = None
+        self.last_status_at = 0.0
+        self.status: dict = {}
+        self.flushes = 0
+        self.published = 0
+        self.redis_ok = True
+
+    def decode(self, raw: bytes | None) -> tuple[str, int, dict[str, str]]:
+        envelope = kafka.decode(raw)
+        return f"ticker.{envelope.key}", envelope.ts, validate_tick(envelope)
+
+    def handle(self, items: list[tuple[str, int, dict[str, str]]]) -> None:
+        for channel, ts, data in items:
+            self.conflator.add(channel, ts=ts, data=data)
+        self.last_tick_at = time.monotonic()
+
+    def tick(self, now: float) -> None:
+        if self.conflator and now - self.last_flush >= self.flush_interval_s:
+            self.flush(now)
+        if now - self.last_status_at >= STATUS_EVERY_S:
+            self.report_status(now)
+
+    def flush(self, now: float) -> None:
+        messages = self.conflator.drain()
+        self.last_flush = now
+        try:
+            self.broadcaster.publish(messages)
+        except (RedisError, OSError, TimeoutError) as error:
+            # Redis away: keep consuming; the next flush carries the newest prices anyway.
+            if self.redis_ok:
+                logger.warning("stream: channel layer unavailable (%s); still consuming", error)
+            self.redis_ok = False
+            return
+        if not self.redis_ok:
+            logger.info("stream: channel layer back")
+        self.redis_ok = True
+        self.flushes += 1
+        self.published += len(messages)
+
+    def on_connection_change(self, connected: bool) -> None:
+        self.report_status(time.monotonic())
+
+    def report_status(self, now: float) -> None:
+        """Publish what the browser should show: Kafka reachable, feed live or stale."""
+        fresh = self.last_tick_at is not None and now - self.last_tick_at < self.stale_after_s
+        status = {
+            "kafka": "up" if self.connected else "down",
+            "feed": "live" if (self.connected and fresh) else "stale",
+        }
+        self.last_status_at = now
+        try:
+            self.broadcaster.publish_status(status | {"ts": kafka.now_ms()})
+        except (RedisError, OSError, TimeoutError):
+            return
+        if status != self.status:
+            logger.info("stream: status %s", status)
+            self.status = status
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.broadcaster.close()

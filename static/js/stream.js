@@ -1,0 +1,151 @@
+// The one WebSocket of a tab: subscriptions, heartbeats, reconnects, frame-batched updates.
+//
+// Protocol (ARCHITECTURE.md §6): the server sends {"batch": [{ch, seq, ts, data}, ...]} frames,
+// {"op": "heartbeat"} every few seconds (we answer so the server knows we are alive),
+// {"op": "status", ...} when a part of the platform is degraded, and {"op": "error", ...}.
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 15000;
+
+export class StreamClient {
+  constructor({ path = "/ws/stream/", onMessages, onState, onStatus, staleAfterMs = 5000 }) {
+    this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+    this.onMessages = onMessages;
+    this.onState = onState || (() => {});
+    this.onStatus = onStatus || (() => {});
+    this.staleAfterMs = staleAfterMs;
+    this.channels = new Set();
+    this.pending = new Map(); // channel -> latest message, applied on the next frame
+    this.frameRequested = false;
+    this.attempt = 0;
+    this.heartbeatMs = 5000;
+    this.lastHeard = 0;
+    this.state = null;
+    this.socket = null;
+    this.reconnectTimer = null;
+    this.watchdog = setInterval(() => this.checkLiveness(), 1000);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.resync();
+    });
+  }
+
+  start() {
+    this.connect();
+  }
+
+  subscribe(channels) {
+    channels.forEach((ch) => this.channels.add(ch));
+    this.send({ op: "subscribe", channels });
+  }
+
+  unsubscribe(channels) {
+    channels.forEach((ch) => this.channels.delete(ch));
+    this.send({ op: "unsubscribe", channels });
+  }
+
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(message));
+    }
+  }
+
+  setState(state) {
+    if (state !== this.state) {
+      this.state = state;
+      this.onState(state);
+    }
+  }
+
+  connect() {
+    clearTimeout(this.reconnectTimer);
+    this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+    const socket = new WebSocket(this.url);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.attempt = 0;
+      this.lastHeard = performance.now();
+      this.setState("live");
+      if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
+    };
+    socket.onmessage = (event) => this.receive(event.data);
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.scheduleReconnect();
+    };
+    socket.onerror = () => socket.close();
+  }
+
+  scheduleReconnect() {
+    // Exponential backoff with jitter, so a restarted server is not hit by every tab at once.
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempt += 1;
+    this.setState("reconnecting");
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  resync() {
+    // After a hidden tab or a long pause: fresh snapshots by subscribing again.
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
+    } else {
+      this.attempt = 0;
+      this.connect();
+    }
+  }
+
+  checkLiveness() {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    const silence = performance.now() - this.lastHeard;
+    if (silence > this.heartbeatMs * 4) {
+      this.socket.close(); // the server is gone without a close frame: start over
+    } else if (silence > this.heartbeatMs * 2) {
+      this.setState("stale");
+    }
+  }
+
+  receive(text) {
+    this.lastHeard = performance.now();
+    if (this.state === "stale") this.setState("live");
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      console.warn("stream: unreadable frame ignored");
+      return;
+    }
+    if (Array.isArray(message.batch)) {
+      for (const item of message.batch) this.pending.set(item.ch, item);
+      this.requestFrame();
+      return;
+    }
+    switch (message.op) {
+      case "welcome":
+        this.heartbeatMs = (message.heartbeat_s || 5) * 1000;
+        break;
+      case "heartbeat":
+        this.send({ op: "heartbeat" });
+        break;
+      case "status":
+        this.onStatus(message);
+        break;
+      case "error":
+        console.warn(`stream: ${message.code}: ${message.detail}`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  requestFrame() {
+    if (this.frameRequested) return;
+    this.frameRequested = true;
+    requestAnimationFrame(() => {
+      this.frameRequested = false;
+      const messages = [...this.pending.values()];
+      this.pending.clear();
+      if (messages.length) this.onMessages(messages);
+    });
+  }
+}

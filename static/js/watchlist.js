@@ -1,0 +1,76 @@
+// The watchlist: one row per instrument, cells flash when their value changes.
+import { StreamClient } from "./stream.js";
+
+const table = document.getElementById("watchlist");
+const indicator = document.getElementById("connection");
+const platformStatus = document.getElementById("platform-status");
+const staleAfterMs = Number(document.body.dataset.staleAfter || 5) * 1000;
+const rows = new Map(
+  [...table.querySelectorAll("tbody tr[data-symbol]")].map((row) => [row.dataset.symbol, row]),
+);
+const lastUpdate = new Map();
+const FIELDS = ["bid", "ask", "last", "change_pct"];
+
+function flash(cell, direction) {
+  cell.animate(
+    [{ backgroundColor: direction > 0 ? "var(--flash-up)" : "var(--flash-down)" },
+     { backgroundColor: "transparent" }],
+    { duration: 700, easing: "ease-out" },
+  );
+}
+
+function render(messages) {
+  const now = performance.now();
+  for (const { ch, data } of messages) {
+    const row = rows.get(ch.slice("ticker.".length));
+    if (!row) continue;
+    lastUpdate.set(row, now);
+    row.classList.remove("stale");
+    for (const field of FIELDS) {
+      const cell = row.querySelector(`[data-field="${field}"]`);
+      const text = field === "change_pct" ? `${data[field]}%` : data[field];
+      if (cell.textContent === text) continue;
+      const previous = Number.parseFloat(cell.textContent);
+      cell.textContent = text;
+      if (field === "change_pct") {
+        cell.classList.toggle("up", Number.parseFloat(data[field]) > 0);
+        cell.classList.toggle("down", Number.parseFloat(data[field]) < 0);
+      } else if (!Number.isNaN(previous)) {
+        flash(cell, Number.parseFloat(text) - previous);
+      }
+    }
+  }
+}
+
+function showState(state) {
+  indicator.dataset.state = state;
+  indicator.querySelector(".label").textContent = state;
+}
+
+function showStatus(status) {
+  const problems = [];
+  if (status.stream === "down") problems.push("price stream offline");
+  if (status.kafka === "down") problems.push("event bus unreachable");
+  else if (status.feed === "stale") problems.push("prices stale");
+  if (status.redis === "down") problems.push("live updates degraded");
+  platformStatus.hidden = problems.length === 0;
+  platformStatus.textContent = problems.join(" · ");
+  document.body.classList.toggle("degraded", problems.length > 0);
+}
+
+// Rows with no update for a while are marked stale instead of pretending to be live.
+setInterval(() => {
+  const now = performance.now();
+  for (const [row, at] of lastUpdate) row.classList.toggle("stale", now - at > staleAfterMs);
+}, 1000);
+
+const client = new StreamClient({
+  path: document.body.dataset.wsPath,
+  onMessages: render,
+  onState: showState,
+  onStatus: showStatus,
+  staleAfterMs,
+});
+client.start();
+client.subscribe([...rows.keys()].map((symbol) => `ticker.${symbol}`));
+window.tredyeStream = client; // for the console and the browser tests

@@ -1,0 +1,160 @@
+"""Settings shared by every environment; every value comes from the environment.
+
+Each setting has a working local default so a fresh checkout runs. `.env.example` lists them.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A local .env is optional; real environment variables always win over it.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="local-insecure-secret-key-change-me")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+    "trading",
+    "marketdata",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tredye.urls"
+ASGI_APPLICATION = "tredye.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tredye.context_processors.platform",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/tredye"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Fail fast when PostgreSQL is away instead of hanging a request.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
+    "DATABASE_CONNECT_TIMEOUT", default=3
+)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# npm packages (chart library and the like) are installed at setup, never committed.
+NODE_MODULES_DIR = BASE_DIR / "node_modules"
+
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+# RedisPubSubChannelLayer: one PUBLISH per group send, fanned out by Redis to each subscribed
+# process and in-process to every socket; the list-based layer writes one Redis list entry per
+# group member per message. Market data is latest-wins, so at-most-once delivery is the right
+# trade (see docs/decisions/0002-pubsub-channel-layer.md).
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [env("CHANNEL_LAYER_REDIS_URL", default=REDIS_URL)],
+            "prefix": env("CHANNEL_LAYER_PREFIX", default="tredye"),
+        },
+    },
+}
+
+# Kafka: kafka-python only; works the same against Apache Kafka and the local Tansu broker.
+KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=["127.0.0.1:9092"])
+KAFKA_TOPIC_PREFIX = env("KAFKA_TOPIC_PREFIX", default="tredye.")
+KAFKA_PARTITIONS = env.int("KAFKA_PARTITIONS", default=3)
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
+KAFKA_SECURITY_PROTOCOL = env("KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT")
+KAFKA_SASL_MECHANISM = env("KAFKA_SASL_MECHANISM", default="")
+KAFKA_SASL_USERNAME = env("KAFKA_SASL_USERNAME", default="")
+KAFKA_SASL_PASSWORD = env("KAFKA_SASL_PASSWORD", default="")
+KAFKA_REQUEST_TIMEOUT_MS = env.int("KAFKA_REQUEST_TIMEOUT_MS", default=10000)
+
+# Stream worker and WebSocket protocol.
+STREAM_FLUSH_INTERVAL_MS = env.int("STREAM_FLUSH_INTERVAL_MS", default=16)
+STREAM_STALE_AFTER_S = env.float("STREAM_STALE_AFTER_S", default=5.0)
+WS_HEARTBEAT_INTERVAL_S = env.float("WS_HEARTBEAT_INTERVAL_S", default=5.0)
+WS_IDLE_TIMEOUT_S = env.float("WS_IDLE_TIMEOUT_S", default=30.0)
+WS_MAX_SUBSCRIPTIONS = env.int("WS_MAX_SUBSCRIPTIONS", default=200)
+WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16384)
+
+# Reference feed defaults (the command's flags override them).
+FEED_RATE = env.float("FEED_RATE", default=20.0)
+
+# Celery: Redis broker, results off (tasks record their own outcome in PostgreSQL).
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/1")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE: dict = {}
+
+LOGIN_URL = "/admin/login/"
+
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "kafka": {"level": env("KAFKA_LOG_LEVEL", default="WARNING")},
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}
+
+# Demo logins created by `manage.py seed_demo` (local runs only; change them anywhere shared).
+DEMO_TRADER_PASSWORD = env("DEMO_TRADER_PASSWORD", default="demo-trader-2026")
+DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", default="admin-2026")

@@ -1,0 +1,15 @@
+"""Test runs: the real services, an isolated database and topic prefix (set by `make test`)."""
+
+from tredye.settings.base import *  # noqa: F403
+from tredye.settings.base import env
+
+DEBUG = False
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+KAFKA_TOPIC_PREFIX = env("KAFKA_TOPIC_PREFIX", default="test.")
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = env(  # noqa: F405
+    "CHANNEL_LAYER_PREFIX", default=KAFKA_TOPIC_PREFIX.rstrip(".")
+)
+# A database per run, so two runs on one machine never collide (set by scripts/test.sh).
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}  # noqa: F405

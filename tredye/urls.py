@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import path
+
+from marketdata import views as marketdata_views
+from tredye import health
+
+urlpatterns = [
+    path("", marketdata_views.watchlist, name="watchlist"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

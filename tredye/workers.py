@@ -1,0 +1,200 @@
+"""The base class of every Kafka-reading loop: poll a batch, decode, handle, repeat.
+
+It owns what each loop would otherwise get wrong on its own: reconnecting with exponential
+backoff and jitter, sending a poison record to the dead-letter topic without stopping,
+`close_old_connections()` between batches, and a clean stop on SIGTERM or SIGINT.
+A concrete worker names its topics and implements `handle()` (and `tick()` for work driven by
+the clock, such as flushing). Partitions are assigned by hand: these loops own all partitions
+of their topics, so they never wait for a consumer-group rebalance.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from django.db import close_old_connections
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from tredye import kafka
+from tredye.kafka import EnvelopeError
+
+logger = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a success."""
+
+    def __init__(self, *, base_s: float = 0.2, cap_s: float = 10.0) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class KafkaWorker:
+    """Consume the worker's topics forever; subclasses implement `handle`."""
+
+    name = "worker"
+    topics: Sequence[str] = ()
+    start_at: Literal["latest", "earliest"] = "latest"
+    poll_timeout_ms = 50
+    # How long without a broker connection before the worker calls itself disconnected.
+    disconnected_after_s = 2.0
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.connected = False
+        self.backoff = Backoff()
+        self._dead_letter_producer: KafkaProducer | None = None
+        self.dead_lettered = 0
+        self.consumed = 0
+
+    # -- hooks for subclasses -------------------------------------------------------------
+    def decode(self, raw: bytes | None) -> Any:
+        """Turn one record's value into what `handle` takes; raise EnvelopeError if bad."""
+        return kafka.decode(raw)
+
+    def handle(self, items: list[Any]) -> None:
+        """Act on a batch of decoded records."""
+        raise NotImplementedError
+
+    def tick(self, now: float) -> None:
+        """Called after every poll, records or not, with `time.monotonic()`."""
+
+    def on_connection_change(self, connected: bool) -> None:
+        """Called when the broker connection is lost or regained."""
+
+    # -- the loop -------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        """Run until `stop()`; reconnect with backoff whenever the broker goes away."""
+        logger.info("%s starting on %s", self.name, ", ".join(kafka.topic(t) for t in self.topics))
+        while not self.stop_event.is_set():
+            try:
+                self._consume()
+            except (KafkaError, OSError) as error:
+                self._set_connected(False)
+                delay = self.backoff.next_delay()
+                logger.warning(
+                    "%s: broker unavailable (%s); retrying in %.1fs",
+                    self.name,
+                    error.__class__.__name__,
+                    delay,
+                )
+                self.stop_event.wait(delay)
+        self._close_dead_letter_producer()
+        logger.info(
+            "%s stopped after %d records (%d dead-lettered)",
+            self.name,
+            self.consumed,
+            self.dead_lettered,
+        )
+
+    def _consume(self) -> None:
+        kafka.ensure_topics(self.topics)
+        consumer = kafka.consumer(auto_offset_reset=self.start_at, bootstrap_timeout_ms=5000)
+        try:
+            partitions = self._assign(consumer)
+            self._set_connected(True)
+            self.backoff.reset()
+            last_seen_connected = time.monotonic()
+            while not self.stop_event.is_set():
+                batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
+                if batch:
+                    self._process(batch)
+                    close_old_connections()
+                now = time.monotonic()
+                self.tick(now)
+                if _broker_connected(consumer):
+                    last_seen_connected = now
+                    self._set_connected(True)
+                elif now - last_seen_connected > self.disconnected_after_s:
+                    # Rebuild from scratch: a restarted broker may have lost topics and
+                    # offsets, so topics are ensured and positions reset again.
+                    raise KafkaError(f"lost connection to {len(partitions)} partitions")
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        partitions = []
+        for name in self.topics:
+            ids = consumer.partitions_for_topic(kafka.topic(name))
+            if not ids:
+                raise KafkaError(f"no partitions for {kafka.topic(name)}")
+            partitions += [TopicPartition(kafka.topic(name), p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        if self.start_at == "latest":
+            consumer.seek_to_end(*partitions)
+        else:
+            consumer.seek_to_beginning(*partitions)
+        return partitions
+
+    def _process(self, batch: dict) -> None:
+        items = []
+        for records in batch.values():
+            for record in records:
+                self.consumed += 1
+                try:
+                    items.append(self.decode(record.value))
+                except EnvelopeError as error:
+                    self.dead_letter(record, str(error))
+        if items:
+            self.handle(items)
+
+    def dead_letter(self, record: object, reason: str) -> None:
+        """Send a record that cannot be handled to the dead-letter topic, with why."""
+        self.dead_lettered += 1
+        source = f"{record.topic}[{record.partition}]@{record.offset}"  # type: ignore[attr-defined]
+        logger.error("%s: dead-lettering %s: %s", self.name, source, reason)
+        if self._dead_letter_producer is None:
+            self._dead_letter_producer = kafka.producer()
+        self._dead_letter_producer.send(
+            kafka.topic(kafka.DEAD_LETTER),
+            key=record.key,  # type: ignore[attr-defined]
+            value=record.value,  # type: ignore[attr-defined]
+            headers=[
+                ("source", source.encode()),
+                ("worker", self.name.encode()),
+                ("error", reason.encode()[:1000]),
+            ],
+        )
+        self._dead_letter_producer.flush(timeout=5)
+
+    def _close_dead_letter_producer(self) -> None:
+        if self._dead_letter_producer is not None:
+            self._dead_letter_producer.close(timeout=5)
+            self._dead_letter_producer = None
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            if connected:
+                logger.info("%s: connected to Kafka", self.name)
+            self.on_connection_change(connected)
+
+
+def _broker_connected(consumer: KafkaConsumer) -> bool:
+    # kafka-python reconnects by itself and never raises from poll() when the broker is gone,
+    # so ask its client whether any known broker is connected.
+    client = consumer._client  # noqa: SLF001 - the only way to see connection state
+    return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
