@@ -1,0 +1,176 @@
+"""Events emitted by the order book: frozen, slotted dataclasses.
+
+Constructing a frozen dataclass through its ``__init__`` costs one ``object.__setattr__`` call
+per field, which dominates the engine's hot path. The engine therefore builds events through
+``_builder(cls)``: a plain slotted class with exactly the same slots, whose attributes are set
+with ordinary (fast) stores, after which the instance's ``__class__`` is switched to the frozen
+dataclass. The result is an ordinary instance of the dataclass, equal to one built through its
+constructor; ``tests/test_events.py`` checks this for every event class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from trading.engine.types import Side
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The order is live: resting, pending as a stop, or about to match."""
+
+    order_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The command was refused; the book did not change."""
+
+    order_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A fill at the maker's price. ``*_remaining`` is each order's open quantity after it."""
+
+    maker_order_id: int
+    taker_order_id: int
+    price: int
+    qty: int
+    aggressor_side: Side
+    maker_account_id: int
+    taker_account_id: int
+    maker_remaining: int
+    taker_remaining: int
+    seq: int  # per-book trade number, 1, 2, 3, ...
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Canceled:
+    """``qty`` was cancelled; ``remaining`` is still open (0 when the order is gone)."""
+
+    order_id: int
+    qty: int
+    remaining: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A DAY order's open ``qty`` expired; the order is gone."""
+
+    order_id: int
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    """A pending stop order was triggered and now runs as a market or limit order."""
+
+    order_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A live order now has open quantity ``qty`` and limit price ``price``.
+
+    ``old_qty`` and ``old_price`` are the values before the replace; ``stop_price`` is the
+    trigger price of a pending stop (``None`` for a resting order).
+    """
+
+    order_id: int
+    qty: int
+    price: int | None
+    old_qty: int
+    old_price: int | None
+    stop_price: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookDelta:
+    """The level ``price`` on ``side`` now holds ``qty`` in total; 0 means it is gone."""
+
+    side: Side
+    price: int
+    qty: int
+
+
+Event = Accepted | Rejected | Trade | Canceled | Expired | Triggered | Replaced | BookDelta
+EVENT_CLASSES: tuple[type, ...] = (
+    Accepted,
+    Rejected,
+    Trade,
+    Canceled,
+    Expired,
+    Triggered,
+    Replaced,
+    BookDelta,
+)
+
+
+def _builder(cls: type) -> type:
+    """Return a mutable class with the same slot layout as the frozen dataclass ``cls``."""
+    names = tuple(f.name for f in fields(cls))
+    assert cls.__slots__ == names, cls  # the layout must match for the __class__ switch
+    return type(f"_{cls.__name__}Builder", (), {"__slots__": names})
+
+
+AcceptedBuilder = _builder(Accepted)
+RejectedBuilder = _builder(Rejected)
+TradeBuilder = _builder(Trade)
+CanceledBuilder = _builder(Canceled)
+ExpiredBuilder = _builder(Expired)
+TriggeredBuilder = _builder(Triggered)
+ReplacedBuilder = _builder(Replaced)
+BookDeltaBuilder = _builder(BookDelta)
+
+
+def accepted(order_id: int) -> Accepted:
+    event = AcceptedBuilder()
+    event.order_id = order_id
+    event.__class__ = Accepted
+    return event
+
+
+def rejected(order_id: int, reason: str) -> Rejected:
+    event = RejectedBuilder()
+    event.order_id = order_id
+    event.reason = reason
+    event.__class__ = Rejected
+    return event
+
+
+def canceled(order_id: int, qty: int, remaining: int, reason: str) -> Canceled:
+    event = CanceledBuilder()
+    event.order_id = order_id
+    event.qty = qty
+    event.remaining = remaining
+    event.reason = reason
+    event.__class__ = Canceled
+    return event
+
+
+def expired(order_id: int, qty: int) -> Expired:
+    event = ExpiredBuilder()
+    event.order_id = order_id
+    event.qty = qty
+    event.__class__ = Expired
+    return event
+
+
+def triggered(order_id: int) -> Triggered:
+    event = TriggeredBuilder()
+    event.order_id = order_id
+    event.__class__ = Triggered
+    return event
+
+
+def book_delta(side: Side, price: int, qty: int) -> BookDelta:
+    event = BookDeltaBuilder()
+    event.side = side
+    event.price = price
+    event.qty = qty
+    event.__class__ = BookDelta
+    return event
