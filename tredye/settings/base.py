@@ -137,7 +137,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE: dict = {}
 
-LOGIN_URL = "/admin/login/"
+# Sign-in pages (accounts app). The admin keeps its own login at /admin/login/.
+LOGIN_URL = env("LOGIN_URL", default="/accounts/login/")
+LOGIN_REDIRECT_URL = env("LOGIN_REDIRECT_URL", default="/accounts/balances/")
+LOGOUT_REDIRECT_URL = env("LOGOUT_REDIRECT_URL", default="/")
+# Whether anyone may create an account at /accounts/signup/ (off: operators create users).
+ACCOUNTS_SIGNUP_OPEN = env.bool("ACCOUNTS_SIGNUP_OPEN", default=True)
+# Rows per page of the ledger history on the balances page.
+ACCOUNTS_LEDGER_PAGE_SIZE = env.int("ACCOUNTS_LEDGER_PAGE_SIZE", default=25)
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
