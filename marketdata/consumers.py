@@ -42,6 +42,12 @@ async def known_symbols() -> frozenset[str]:
     return symbols
 
 
+def forget_symbols() -> None:
+    """Drop the cached symbol set, so the next subscribe reads it afresh."""
+    global _symbols_cache
+    _symbols_cache = (0.0, frozenset())
+
+
 class StreamConsumer(AsyncWebsocketConsumer):
     """Subscribe, unsubscribe, ping/pong, batched frames, heartbeat and idle timeout."""
 

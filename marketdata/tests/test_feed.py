@@ -1,0 +1,192 @@
+"""The reference feed: a reproducible simulation, a strict replay reader, and ticks on Kafka."""
+
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from marketdata.feed import FeedError, SimulatedInstrument, Simulator, read_replay
+from marketdata.models import PriceModel
+from tredye import kafka
+
+
+def simulator(seed: int) -> Simulator:
+    states = [
+        SimulatedInstrument(
+            symbol=s,
+            tick_size=Decimal("0.01"),
+            lot_size=Decimal("1"),
+            annual_volatility=0.4,
+            spread_bps=4,
+            typical_size=Decimal("100"),
+            price_ticks=20000,
+            open_ticks=20000,
+        )
+        for s in ("AAPL", "MSFT")
+    ]
+    return Simulator(states, seed=seed, time_scale=600)
+
+
+def run(seed: int, steps: int) -> list:
+    sim = simulator(seed)
+    return [sim.step(0.05) for _ in range(steps)]
+
+
+def test_same_seed_gives_same_ticks_and_other_seed_differs():
+    first = run(7, 200)
+    again = run(7, 200)
+    other = run(8, 200)
+    assert first == again
+    assert first != other
+
+
+def test_simulated_prices_sit_on_the_tick_with_bid_below_ask():
+    quotes = run(1, 500)
+    for quote in quotes:
+        assert quote.bid < quote.last < quote.ask
+        for price in (quote.bid, quote.ask, quote.last):
+            assert price == price.quantize(Decimal("0.01"))
+        assert quote.bid_size > 0
+        assert quote.bid_size == quote.bid_size.to_integral_value()
+    assert len({q.last for q in quotes if q.symbol == "AAPL"}) > 10  # the price moves
+
+
+def write_csv(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "ticks.csv"
+    path.write_text("ts,symbol,bid,ask,last,bid_size,ask_size\n" + body)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("1000,ZZZZ,1,2,1.5,1,1", "unknown or inactive symbol 'ZZZZ'"),
+        ("1000,AAPL,abc,2,1.5,1,1", "bid is not a number"),
+        ("1000,AAPL,3,2,2.5,1,1", "bid 3 above ask 2"),
+        ("1000,AAPL,1,2,1.5,-1,1", "bid_size must be a positive number"),
+        ("2026-01-02T10:00:00,AAPL,1,2,1.5,1,1", "has no time zone"),
+        ("yesterday,AAPL,1,2,1.5,1,1", "neither epoch ms nor ISO 8601"),
+    ],
+)
+def test_replay_rejects_a_bad_row_naming_its_line(tmp_path, row, message):
+    path = write_csv(tmp_path, "1000,AAPL,1,2,1.5,1,1\n" + row + "\n")
+    with pytest.raises(FeedError, match=":3: .*" + message.replace("(", r"\(")):
+        read_replay(path, known_symbols={"AAPL"})
+
+
+def test_replay_rejects_missing_columns_and_missing_files(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("ts,symbol,bid\n1,AAPL,1\n")
+    with pytest.raises(FeedError, match="missing columns"):
+        read_replay(path, known_symbols={"AAPL"})
+    with pytest.raises(FeedError, match="cannot open"):
+        read_replay(tmp_path / "nope.csv", known_symbols={"AAPL"})
+
+
+def read_topic(name: str, expected: int, timeout_s: float = 10.0) -> list:
+    """Read `expected` records from the start of a topic with a real consumer."""
+    consumer = kafka.consumer(auto_offset_reset="earliest")
+    try:
+        topic = kafka.topic(name)
+        from kafka import TopicPartition
+
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records += batch
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def fresh_ticks_topic(kafka_topics):
+    """A ticks topic of this test's own, so records of other tests don't mix in."""
+    from django.conf import settings
+
+    prefix = f"{settings.KAFKA_TOPIC_PREFIX}feed{time.monotonic_ns()}."
+    original = settings.KAFKA_TOPIC_PREFIX
+    settings.KAFKA_TOPIC_PREFIX = prefix
+    kafka.ensure_topics([kafka.TICKS])
+    yield
+    settings.KAFKA_TOPIC_PREFIX = original
+
+
+@pytest.mark.django_db
+def test_simulated_feed_reaches_kafka_in_the_envelope(make_instrument, fresh_ticks_topic):
+    # given two active instruments and a closed one
+    make_instrument("AAPL", price="190.00")
+    make_instrument("MSFT", price="410.00")
+    make_instrument("OLD", price="5.00", status="closed")
+    # when the feed runs for 60 ticks
+    call_command("run_feed", "--rate", "500", "--seed", "3", "--count", "60")
+    # then a real consumer reads them back, keyed by symbol, seq +1 per key
+    records = read_topic(kafka.TICKS, 60)
+    assert len(records) == 60
+    envelopes = [json.loads(r.value) for r in records]
+    assert {e["key"] for e in envelopes} == {"AAPL", "MSFT"}
+    for record, envelope in zip(records, envelopes, strict=True):
+        assert record.key.decode() == envelope["key"] == envelope["data"]["symbol"]
+        assert set(envelope) == {"type", "v", "key", "seq", "ts", "data"}
+        assert envelope["type"] == "tick"
+        assert envelope["v"] == 1
+        assert abs(envelope["ts"] - time.time() * 1000) < 60_000
+        Decimal(envelope["data"]["last"])  # prices are decimal strings, never floats
+        assert isinstance(envelope["data"]["last"], str)
+    for symbol in ("AAPL", "MSFT"):
+        seqs = sorted(e["seq"] for e in envelopes if e["key"] == symbol)
+        assert seqs == list(range(1, len(seqs) + 1))
+    # and the feed remembers where prices stand, for its next start
+    assert PriceModel.objects.get(instrument__symbol="AAPL").last_price is not None
+
+
+@pytest.mark.django_db
+def test_replay_feed_sends_the_recorded_prices_in_time_order(
+    make_instrument, fresh_ticks_topic, tmp_path
+):
+    make_instrument("AAPL")
+    path = write_csv(
+        tmp_path,
+        "\n".join(
+            [
+                "1700000000300,AAPL,100.02,100.04,100.03,5,6",
+                "1700000000100,AAPL,100.00,100.02,100.01,1,2",
+                "2023-11-14T22:13:20.200+00:00,AAPL,100.01,100.03,100.02,3,4",
+            ]
+        )
+        + "\n",
+    )
+    started = time.monotonic()
+    call_command("run_feed", "--replay", str(path), "--speed", "2")
+    elapsed = time.monotonic() - started
+    records = read_topic(kafka.TICKS, 3)
+    lasts = [json.loads(r.value)["data"]["last"] for r in records]
+    assert lasts == ["100.01", "100.02", "100.03"]
+    assert elapsed >= 0.1  # 200 ms recorded, played at 2x
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rate", "0"], "--rate must be a positive"),
+        (["--replay", "/nonexistent.csv"], "cannot open"),
+        (["--symbols", "NOPE"], "no active instrument with a price model"),
+        (["--count", "0"], "--count must be at least 1"),
+    ],
+)
+def test_bad_arguments_give_a_clear_error_and_send_nothing(
+    make_instrument, fresh_ticks_topic, args, message
+):
+    make_instrument("AAPL")
+    with pytest.raises(CommandError, match=message):
+        call_command("run_feed", *args)
+    assert read_topic(kafka.TICKS, 1, timeout_s=1.0) == []

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from tredye import kafka
+from tredye.kafka import EnvelopeError
+
+
+def test_envelope_round_trip():
+    raw = kafka.encode(type="tick", key="AAPL", seq=4, data={"last": "1.23"}, ts=1700)
+    envelope = kafka.decode(raw)
+    assert (envelope.type, envelope.v, envelope.key, envelope.seq, envelope.ts) == (
+        "tick",
+        1,
+        "AAPL",
+        4,
+        1700,
+    )
+    assert envelope.data == {"last": "1.23"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, "empty record"),
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not an object"),
+        (
+            json.dumps({"type": "tick", "v": 1, "key": "A", "seq": "1", "ts": 1, "data": {}}),
+            "'seq' missing or not int",
+        ),
+        (
+            json.dumps({"type": "tick", "v": 1, "key": "A", "seq": True, "ts": 1, "data": {}}),
+            "'seq' missing or not int",
+        ),
+        (
+            json.dumps({"type": "tick", "v": 9, "key": "A", "seq": 1, "ts": 1, "data": {}}),
+            "unsupported envelope version",
+        ),
+        (json.dumps({"type": "tick", "v": 1, "key": "A", "seq": 1, "ts": 1}), "'data' missing"),
+    ],
+)
+def test_decode_rejects_malformed_records(raw, message):
+    if isinstance(raw, str):
+        raw = raw.encode()
+    with pytest.raises(EnvelopeError, match=message):
+        kafka.decode(raw)
+
+
+def test_topics_carry_the_configured_prefix(settings):
+    settings.KAFKA_TOPIC_PREFIX = "acme."
+    assert kafka.topic(kafka.TICKS) == "acme.ticks"
