@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+
+from accounts import selectors, services
+from accounts.forms import SignupForm
+
+
+def _next_url(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return settings.LOGIN_REDIRECT_URL
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create a user and their trading account, then sign them in."""
+    if not settings.ACCOUNTS_SIGNUP_OPEN:
+        raise Http404("Sign-up is closed")
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.user_signup(
+            username=form.cleaned_data["username"],
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome to Tredye, {user.get_username()}.")
+        return redirect(_next_url(request))
+    return render(request, "accounts/signup.html", {"form": form, "next": _next_url(request)})
+
+
+@login_required
+@require_http_methods(["GET"])
+def balances(request: HttpRequest) -> HttpResponse:
+    """The user's balances per asset and their ledger history, a page at a time."""
+    account = services.account_open(user=request.user)
+    return render(
+        request,
+        "accounts/balances.html",
+        {
+            "account": account,
+            "balances": selectors.balance_list(account=account, include_every_asset=True),
+            "history": selectors.ledger_history(account=account, page=request.GET.get("page", 1)),
+        },
+    )
