@@ -7,7 +7,8 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from accounts.models import Asset
+from accounts import services as ledger
+from accounts.models import Asset, IdempotencyKey
 from marketdata.models import PriceModel
 from trading.models import Instrument
 
@@ -42,6 +43,15 @@ INSTRUMENTS = [
 ]
 
 DEMO_TRADER = "demo"
+# Quotes every instrument (manage.py run_market_maker); it never logs in.
+MARKET_MAKER = "market-maker"
+
+# Money each demo account starts with, deposited through the ledger (never inserted directly).
+DEMO_TRADER_FUNDING = [("USD", D("100000.00")), ("AAPL", D("50")), ("BTC", D("0.5"))]
+# The market maker holds enough of every base asset for a thousand typical quotes.
+MARKET_MAKER_FUNDING = [("USD", D("50000000.00"))] + [
+    (base, size * 1000) for _, base, quote, *_, size in INSTRUMENTS if base != quote
+]
 
 
 @transaction.atomic(durable=True)
@@ -82,4 +92,34 @@ def demo_load(*, trader_password: str, admin_password: str) -> dict[str, int]:
     if not users.filter(username="admin").exists():
         users.create_superuser("admin", email="admin@tredye.test", password=admin_password)
         created["users"] += 1
+    if not users.filter(username=MARKET_MAKER).exists():
+        users.create_user(MARKET_MAKER, email="market-maker@tredye.test", password=None)
+        created["users"] += 1
+    for username in (DEMO_TRADER, MARKET_MAKER, "admin"):
+        ledger.account_open(user=users.get(username=username))
     return created
+
+
+def demo_fund() -> int:
+    """Deposit the demo trader's and market maker's starting money; return deposits made now.
+
+    Each deposit has a fixed idempotency key, so running it again deposits nothing more.
+    """
+    made = 0
+    users = get_user_model().objects
+    for username, funding in (
+        (DEMO_TRADER, DEMO_TRADER_FUNDING),
+        (MARKET_MAKER, MARKET_MAKER_FUNDING),
+    ):
+        account = ledger.account_open(user=users.get(username=username))
+        for code, amount in funding:
+            key = f"demo-funding:{username}:{code}"
+            made += not IdempotencyKey.objects.filter(key=key).exists()
+            ledger.deposit(
+                account=account,
+                asset=code,
+                amount=amount,
+                reference="demo funding",
+                idempotency_key=key,
+            )
+    return made

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from marketdata.demo import DEMO_TRADER, demo_load
+from marketdata.demo import DEMO_TRADER, demo_fund, demo_load
 
 
 class Command(BaseCommand):
@@ -17,6 +17,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "demo data: " + ", ".join(f"{count} {kind} created" for kind, count in created.items())
         )
+        self.stdout.write(f"demo funding: {demo_fund()} deposits made through the ledger")
         self.stdout.write(
             f"demo trader login: {DEMO_TRADER} / {settings.DEMO_TRADER_PASSWORD}   "
             f"admin login: admin / {settings.DEMO_ADMIN_PASSWORD}"
