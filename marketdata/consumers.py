@@ -13,6 +13,7 @@ import logging
 import time
 
 import redis.asyncio as aioredis
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -53,7 +54,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.subscriptions: set[str] = set()
-        self.pending: dict[str, dict] = {}
+        self.pending: dict[str, str] = {}  # channel -> the JSON text of its latest message
         self.flush_handle: asyncio.TimerHandle | None = None
         self.last_sent = 0.0
         self.flush_interval = settings.STREAM_FLUSH_INTERVAL_MS / 1000
@@ -73,13 +74,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
         await self._send_json({"op": "status", **await self._current_status()})
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels' dispatch runs close_old_connections() through sync_to_async before every
+        # message: a thread hop serialised across every socket of the process, which at 20
+        # sockets already queued updates for seconds. This consumer reaches the database
+        # only through database_sync_to_async, which closes stale connections itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "heartbeat_task"):
             self.heartbeat_task.cancel()
         if getattr(self, "flush_handle", None) is not None:
             self.flush_handle.cancel()
-        for channel in getattr(self, "subscriptions", ()):
-            await self.channel_layer.group_discard(group_name(channel), self.channel_name)
+        for group in {group_name(channel) for channel in getattr(self, "subscriptions", ())}:
+            await self.channel_layer.group_discard(group, self.channel_name)
         await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
         if hasattr(self, "redis"):
             await self.redis.aclose()
@@ -132,8 +143,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     channel=channel,
                 )
                 continue
-            await self.channel_layer.group_add(group_name(channel), self.channel_name)
             self.subscriptions.add(channel)
+            await self.channel_layer.group_add(group_name(channel), self.channel_name)
             accepted.append(channel)
         if accepted:
             await self._send_json({"op": "subscribed", "channels": accepted})
@@ -148,8 +159,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if isinstance(channel, str) and channel in self.subscriptions:
                 self.subscriptions.discard(channel)
                 self.pending.pop(channel, None)
-                await self.channel_layer.group_discard(group_name(channel), self.channel_name)
                 removed.append(channel)
+                group = group_name(channel)
+                if not any(group_name(other) == group for other in self.subscriptions):
+                    await self.channel_layer.group_discard(group, self.channel_name)
         await self._send_json({"op": "unsubscribed", "channels": removed})
 
     async def _send_snapshots(self, channels: list[str]) -> None:
@@ -158,9 +171,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             raw = await self.redis.hmget(selectors.snapshot_key(), channels)
         except (OSError, aioredis.RedisError):
             return  # no snapshot cache: live updates still arrive
-        for message in raw:
+        for channel, message in zip(channels, raw, strict=True):
             if message is not None:
-                self._queue(json.loads(message))
+                self._queue(channel, message.decode())
 
     async def _current_status(self) -> dict:
         try:
@@ -172,16 +185,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
         return {"stream": "up", **json.loads(raw)}
 
     # -- channel layer -> client ------------------------------------------------------------
-    async def stream_message(self, event: dict) -> None:
-        message = event["message"]
-        if message["ch"] in self.subscriptions:
-            self._queue(message)
+    async def stream_batch(self, event: dict) -> None:
+        """Updates from the stream worker: `messages` maps channel -> message as JSON text."""
+        subscriptions = self.subscriptions
+        for channel, text in event["messages"].items():
+            if channel in subscriptions:
+                self._queue(channel, text)
 
     async def status_message(self, event: dict) -> None:
         await self._send_json({"op": "status", "stream": "up", **event["status"]})
 
-    def _queue(self, message: dict) -> None:
-        self.pending[message["ch"]] = message  # latest wins: bounded by the subscriptions
+    def _queue(self, channel: str, text: str) -> None:
+        self.pending[channel] = text  # latest wins: bounded by the subscriptions
         if self.flush_handle is None:
             delay = max(0.0, self.last_sent + self.flush_interval - time.monotonic())
             loop = asyncio.get_running_loop()
@@ -191,9 +206,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.flush_handle = None
         if not self.pending:
             return
-        batch, self.pending = list(self.pending.values()), {}
+        batch, self.pending = ",".join(self.pending.values()), {}
         self.last_sent = time.monotonic()
-        await self._send_json({"batch": batch})
+        await self.send(text_data='{"batch":[' + batch + "]}")
 
     async def _heartbeat(self) -> None:
         interval = settings.WS_HEARTBEAT_INTERVAL_S

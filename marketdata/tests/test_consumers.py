@@ -52,7 +52,7 @@ async def send_tick(symbol: str, seq: int, last: str) -> None:
     channel = f"ticker.{symbol}"
     message = {"ch": channel, "seq": seq, "ts": 1, "data": {"symbol": symbol, "last": last}}
     await get_channel_layer().group_send(
-        group_name(channel), {"type": "stream.message", "message": message}
+        group_name(channel), {"type": "stream.batch", "messages": {channel: json.dumps(message)}}
     )
 
 

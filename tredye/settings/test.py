@@ -5,6 +5,7 @@ from tredye.settings.base import env
 
 DEBUG = False
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = None  # served from static/ by the finders; collectstatic is for production
 WHITENOISE_AUTOREFRESH = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 KAFKA_TOPIC_PREFIX = env("KAFKA_TOPIC_PREFIX", default="test.")

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
+from tredye.devbroker import free_port
 
 
 def test_healthz_says_the_process_is_up(client):
