@@ -134,7 +134,8 @@ def consumer(**overrides: Any) -> KafkaConsumer:
         "enable_auto_commit": False,
         "auto_offset_reset": "latest",
         "max_poll_records": 2000,
-        "fetch_max_wait_ms": 10,
+        # Small: a broker that does not wake a waiting fetch early (Tansu) adds this to latency.
+        "fetch_max_wait_ms": settings.KAFKA_FETCH_MAX_WAIT_MS,
     }
     return KafkaConsumer(**(config | overrides))
 
