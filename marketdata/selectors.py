@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
+from django.utils import timezone
 
 from marketdata.feed import SimulatedInstrument, quantum, to_ticks
 from marketdata.models import PriceModel
@@ -34,7 +35,9 @@ def simulation_states(*, symbols: list[str] | None = None) -> list[SimulatedInst
     for model in models.order_by("instrument__symbol"):
         tick = quantum(model.instrument.tick_size)
         price = model.last_price or model.initial_price
-        session_open = model.session_open or price
+        # A new day (UTC) opens a new session: change is measured from where it started.
+        same_day = model.updated_at.date() == timezone.now().date()
+        session_open = (model.session_open if same_day else None) or price
         states.append(
             SimulatedInstrument(
                 symbol=model.instrument.symbol,

@@ -50,12 +50,13 @@ PY
 }
 
 # Start the local Kafka-protocol broker (Tansu, memory storage) on a port; prints its pid.
+# It runs in a session of its own, so Ctrl-C stops the processes that use it first.
 start_broker() { # port logfile
   local bin
   bin="$(tansu_bin)"
   chmod +x "$bin" 2>/dev/null || true
   LISTENER_URL="tcp://127.0.0.1:$1" ADVERTISED_LISTENER_URL="tcp://127.0.0.1:$1" \
-    STORAGE_ENGINE="memory://tansu/" "$bin" broker >"$2" 2>&1 &
+    STORAGE_ENGINE="memory://tansu/" setsid "$bin" broker >"$2" 2>&1 &
   local pid=$!
   wait_for_port 127.0.0.1 "$1" 20 "Kafka broker (Tansu)" || { kill "$pid" 2>/dev/null; return 1; }
   echo "$pid"

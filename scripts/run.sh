@@ -35,4 +35,8 @@ python manage.py migrate --noinput
 python manage.py kafka_topics
 python manage.py seed_demo
 say "Tredye is starting at http://$HTTP_HOST:$HTTP_PORT  (Ctrl-C stops everything)"
-honcho start -f Procfile
+trap ':' INT  # Ctrl-C reaches honcho, which stops every process; then we clean up here
+status=0
+honcho start -f Procfile || status=$?
+if [ "$status" -eq 0 ] || [ "$status" -eq 130 ]; then say "Tredye stopped"; exit 0; fi
+exit "$status"
