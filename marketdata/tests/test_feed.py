@@ -190,3 +190,24 @@ def test_bad_arguments_give_a_clear_error_and_send_nothing(
     with pytest.raises(CommandError, match=message):
         call_command("run_feed", *args)
     assert read_topic(kafka.TICKS, 1, timeout_s=1.0) == []
+
+
+@pytest.mark.django_db
+def test_a_restarted_feed_resumes_prices_and_opens_a_new_session_each_day(make_instrument):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketdata.selectors import simulation_states
+
+    make_instrument("AAPL", price="200.00")
+    models = PriceModel.objects.filter(instrument__symbol="AAPL")
+    models.update(last_price=Decimal("210.00"), session_open=Decimal("205.00"))
+    (today,) = simulation_states()
+    assert (today.price(today.price_ticks), today.price(today.open_ticks)) == (
+        Decimal("210.00"),
+        Decimal("205.00"),
+    )
+    models.update(updated_at=timezone.now() - timedelta(days=1))
+    (next_day,) = simulation_states()
+    assert next_day.price(next_day.open_ticks) == Decimal("210.00")
