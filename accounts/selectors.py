@@ -352,6 +352,18 @@ _CHECKS: list[_Check] = [
     ),
 ]
 
+# Invariants other apps add (trading: held equals open orders, positions equal fills).
+_EXTRA_CHECKS: list[_Check] = []
+
+
+def ledger_check_register(
+    *, invariant: str, sql: str, template: str, precision_column: int | None = None
+) -> None:
+    """Add an invariant to ledger_verify: `sql` returns one row per break, shown by `template`."""
+    if all(check.sql != sql for check in _EXTRA_CHECKS):
+        _EXTRA_CHECKS.append(_Check(invariant, sql, template, precision_column))
+
+
 # Report at most this many breaks of each check; the count of the rest is still given.
 BREAKS_SHOWN_PER_CHECK = 50
 
@@ -373,7 +385,7 @@ def ledger_verify() -> list[LedgerBreak]:
     """
     breaks: list[LedgerBreak] = []
     with connection.cursor() as cursor:
-        for check in _CHECKS:
+        for check in [*_CHECKS, *_EXTRA_CHECKS]:
             cursor.execute(check.sql)
             rows = cursor.fetchall()
             for row in rows[:BREAKS_SHOWN_PER_CHECK]:

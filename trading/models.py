@@ -1,13 +1,27 @@
-from django.db import models
+"""Instruments, orders, trades and positions, and the matcher's own bookkeeping.
 
-from accounts.models import Asset
+Prices and quantities are `Decimal` / `NUMERIC`; the matcher converts them to the engine's
+integer ticks and lots at the boundary (trading/units.py). Every invariant that a single row
+can carry is a database constraint.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import Account, Asset, amount_field
 
 
 class Instrument(models.Model):
-    """A tradable pair: `base` priced in `quote`, with its tick and lot sizes."""
+    """A tradable pair: `base` priced in `quote`, with its trading rules and fees."""
 
     class Status(models.TextChoices):
         OPEN = "open", "Open"
+        # New orders are rejected; cancels still work.
         HALTED = "halted", "Halted"
         CLOSED = "closed", "Closed"
 
@@ -17,23 +31,335 @@ class Instrument(models.Model):
     quote = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     tick_size = models.DecimalField(max_digits=20, decimal_places=10)
     lot_size = models.DecimalField(max_digits=20, decimal_places=10)
+    # Order size limits in base units; 0 / null mean "one lot" / "no limit".
+    min_quantity = models.DecimalField(max_digits=30, decimal_places=10, default=0)
+    max_quantity = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    # Limit prices further than this percentage from the reference price are rejected; market
+    # orders are protected (and buys held) at the edge of the band.
+    price_band_pct = models.DecimalField(max_digits=6, decimal_places=2, default=Decimal("10"))
+    # Fee rates on the quote amount of each fill, e.g. 0.0010 for 10 bps.
+    maker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0"))
+    taker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0"))
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["symbol"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(tick_size__gt=0), name="tick_size_positive"),
-            models.CheckConstraint(condition=models.Q(lot_size__gt=0), name="lot_size_positive"),
-            models.CheckConstraint(
-                condition=~models.Q(base=models.F("quote")), name="base_differs_from_quote"
-            ),
+            models.CheckConstraint(condition=Q(tick_size__gt=0), name="tick_size_positive"),
+            models.CheckConstraint(condition=Q(lot_size__gt=0), name="lot_size_positive"),
+            models.CheckConstraint(condition=~Q(base=F("quote")), name="base_differs_from_quote"),
             # Channel and group names allow only these characters.
             models.CheckConstraint(
-                condition=models.Q(symbol__regex=r"^[A-Z0-9][A-Z0-9._-]*$"),
+                condition=Q(symbol__regex=r"^[A-Z0-9][A-Z0-9._-]*$"),
                 name="symbol_charset",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_quantity__gte=0), name="instrument_min_quantity_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_quantity__isnull=True) | Q(max_quantity__gt=0),
+                name="instrument_max_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_band_pct__gt=0) & Q(price_band_pct__lt=100),
+                name="instrument_price_band_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(maker_fee_rate__gte=0)
+                & Q(maker_fee_rate__lt=1)
+                & Q(taker_fee_rate__gte=0)
+                & Q(taker_fee_rate__lt=1),
+                name="instrument_fee_rates_in_range",
             ),
         ]
 
     def __str__(self) -> str:
         return self.symbol
+
+
+class BookState(models.Model):
+    """What the matcher must remember of a book besides its open orders. Matcher-only."""
+
+    instrument = models.OneToOneField(
+        Instrument, on_delete=models.PROTECT, primary_key=True, related_name="book_state"
+    )
+    # The engine's trade counter and the last trade price (which stops trigger on).
+    trade_seq = models.BigIntegerField(default=0)
+    last_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    # Priority counter: an order that joins the back of a queue takes the next number.
+    book_seq = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"book state of {self.instrument_id}"
+
+
+class Order(models.Model):
+    class Side(models.TextChoices):
+        BUY = "buy", "Buy"
+        SELL = "sell", "Sell"
+
+    class Type(models.TextChoices):
+        LIMIT = "limit", "Limit"
+        MARKET = "market", "Market"
+        STOP = "stop", "Stop (market)"
+        STOP_LIMIT = "stop_limit", "Stop limit"
+
+    class TimeInForce(models.TextChoices):
+        GTC = "gtc", "Good till canceled"
+        IOC = "ioc", "Immediate or cancel"
+        FOK = "fok", "Fill or kill"
+        DAY = "day", "Day"
+
+    class Status(models.TextChoices):
+        PENDING_NEW = "pending_new", "Pending new"
+        NEW = "new", "New"
+        PARTIALLY_FILLED = "partially_filled", "Partially filled"
+        FILLED = "filled", "Filled"
+        CANCELED = "canceled", "Canceled"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+
+    OPEN_STATUSES = (Status.PENDING_NEW, Status.NEW, Status.PARTIALLY_FILLED)
+    FINAL_STATUSES = (Status.FILLED, Status.CANCELED, Status.REJECTED, Status.EXPIRED)
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    client_order_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=10, choices=Type.choices)
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices)
+    post_only = models.BooleanField(default=False)
+    # Total quantity (a partial cancel or a replace changes it); open = quantity - filled.
+    quantity = models.DecimalField(max_digits=30, decimal_places=10)
+    price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    stop_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    # A market (or stop market) order runs as a limit IOC at this price: the band's edge.
+    protection_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING_NEW, db_index=True
+    )
+    reason = models.CharField(max_length=64, blank=True)
+    filled_quantity = models.DecimalField(max_digits=30, decimal_places=10, default=0)
+    # Sum of price x quantity of the fills, exact; and the quote amounts booked (rounded).
+    filled_notional = amount_field(default=0)
+    filled_quote = amount_field(default=0)
+    average_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    fees = amount_field(default=0)
+    # What this order still holds of the account's funds (quote for a buy, base for a sell).
+    held = amount_field(default=0)
+    # Priority in its book: a rebuilt book loads open orders in this order.
+    book_seq = models.BigIntegerField(null=True, blank=True)
+    # Cancel/replace commands are numbered per order; the matcher applies each once.
+    command_seq = models.PositiveIntegerField(default=0)
+    applied_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    triggered_at = models.DateTimeField(null=True, blank=True)
+    last_fill_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [
+            models.Index(
+                fields=["instrument", "book_seq"],
+                condition=Q(status__in=["new", "partially_filled"]),
+                name="order_open_by_book",
+            ),
+            models.Index(fields=["account", "-id"], name="order_account_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"], name="order_client_id_unique_per_account"
+            ),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(filled_quantity__gte=0) & Q(filled_quantity__lte=F("quantity")),
+                name="order_filled_within_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(price__isnull=True) | Q(price__gt=0), name="order_price_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(stop_price__isnull=True) | Q(stop_price__gt=0),
+                name="order_stop_price_positive",
+            ),
+            models.CheckConstraint(condition=Q(held__gte=0), name="order_held_not_negative"),
+            models.CheckConstraint(condition=Q(fees__gte=0), name="order_fees_not_negative"),
+            # A closed order holds nothing.
+            models.CheckConstraint(
+                condition=Q(status__in=["pending_new", "new", "partially_filled"]) | Q(held=0),
+                name="order_closed_holds_nothing",
+            ),
+            models.CheckConstraint(condition=Q(side__in=["buy", "sell"]), name="order_side_valid"),
+            models.CheckConstraint(
+                condition=Q(type__in=["limit", "market", "stop", "stop_limit"]),
+                name="order_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(time_in_force__in=["gtc", "ioc", "fok", "day"]),
+                name="order_tif_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "pending_new",
+                        "new",
+                        "partially_filled",
+                        "filled",
+                        "canceled",
+                        "rejected",
+                        "expired",
+                    ]
+                ),
+                name="order_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.quantity} {self.instrument_id} {self.status}"
+
+    @property
+    def open_quantity(self) -> Decimal:
+        if self.status in self.FINAL_STATUSES:
+            return Decimal(0)
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+
+class Trade(models.Model):
+    """One fill between a resting (maker) and an incoming (taker) order, at the maker's price."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="trades")
+    # Per-instrument trade number: 1, 2, 3, ... (the `seq` of its message on `trades`).
+    seq = models.BigIntegerField()
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    price = models.DecimalField(max_digits=30, decimal_places=10)
+    quantity = models.DecimalField(max_digits=30, decimal_places=10)
+    # The quote amount booked: the buyer pays it, the seller receives it (fees apart).
+    quote_amount = amount_field()
+    aggressor_side = models.CharField(max_length=4, choices=Order.Side.choices)
+    buyer_fee = amount_field(default=0)
+    seller_fee = amount_field(default=0)
+    executed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [
+            models.Index(fields=["buyer", "-id"], name="trade_buyer_recent"),
+            models.Index(fields=["seller", "-id"], name="trade_seller_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["instrument", "seq"], name="trade_seq_per_instrument"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="trade_price_positive"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="trade_quantity_positive"),
+            models.CheckConstraint(condition=~Q(buyer=F("seller")), name="trade_not_with_itself"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id}#{self.seq} {self.quantity}@{self.price}"
+
+
+class Position(models.Model):
+    """An account's net holding from trading one instrument, its average cost and P&L."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    quantity = models.DecimalField(max_digits=30, decimal_places=10, default=0)
+    average_cost = amount_field(default=0)
+    realized_pnl = amount_field(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["account", "instrument"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "instrument"], name="position_account_instrument"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.instrument_id} {self.quantity}"
+
+
+class MatcherCheckpoint(models.Model):
+    """The last offset of the `orders` topic whose effects are committed."""
+
+    topic = models.CharField(max_length=200)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "partition"], name="checkpoint_partition"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class Outbox(models.Model):
+    """A message to produce to Kafka once its transaction has committed."""
+
+    topic = models.CharField(max_length=32)  # logical name, e.g. "trades"
+    key = models.CharField(max_length=64)
+    type = models.CharField(max_length=32)
+    seq = models.BigIntegerField()
+    ts = models.BigIntegerField()  # epoch ms
+    data = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(
+                fields=["topic", "id"], condition=Q(sent_at__isnull=True), name="outbox_unsent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.topic} {self.key} {self.type}"
+
+
+class RelayCursor(models.Model):
+    """The highest offset the relay knows it wrote to one partition (where a tail scan starts)."""
+
+    topic = models.CharField(max_length=200)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "partition"], name="relay_cursor_partition"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class StreamSequence(models.Model):
+    """The last envelope `seq` the matcher used per topic and key (book, account events)."""
+
+    topic = models.CharField(max_length=32)
+    key = models.CharField(max_length=64)
+    seq = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "key"], name="stream_sequence_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.key} {self.seq}"

@@ -131,6 +131,23 @@ WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16384)
 # Reference feed defaults (the command's flags override them).
 FEED_RATE = env.float("FEED_RATE", default=20.0)
 
+# Order path (trading app): matcher group commit, outbox relay, market maker.
+# Most commands one matcher transaction applies; the poll wait when the topic is idle.
+MATCHER_BATCH_SIZE = env.int("MATCHER_BATCH_SIZE", default=1000)
+MATCHER_POLL_TIMEOUT_MS = env.int("MATCHER_POLL_TIMEOUT_MS", default=5)
+# How often the outbox relay looks for unsent rows when it found none last time.
+OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=5)
+# Market maker: levels per side, distance between levels and from the reference (bps),
+# size per level in lots, the most base inventory (in lots) it may be long or short of its
+# starting inventory, and how far (bps) the reference may move before it requotes.
+MARKET_MAKER_USERNAME = env("MARKET_MAKER_USERNAME", default="market-maker")
+MARKET_MAKER_LEVELS = env.int("MARKET_MAKER_LEVELS", default=3)
+MARKET_MAKER_SPREAD_BPS = env.int("MARKET_MAKER_SPREAD_BPS", default=10)
+MARKET_MAKER_STEP_BPS = env.int("MARKET_MAKER_STEP_BPS", default=5)
+MARKET_MAKER_LEVEL_LOTS = env.int("MARKET_MAKER_LEVEL_LOTS", default=10)
+MARKET_MAKER_MAX_INVENTORY_LOTS = env.int("MARKET_MAKER_MAX_INVENTORY_LOTS", default=200)
+MARKET_MAKER_REQUOTE_BPS = env.int("MARKET_MAKER_REQUOTE_BPS", default=5)
+
 # Celery: Redis broker, results off (tasks record their own outcome in PostgreSQL).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/1")
 CELERY_TASK_IGNORE_RESULT = True

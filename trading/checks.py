@@ -1,0 +1,80 @@
+"""Trading's invariants, run by accounts' `ledger_verify` (and so by `manage.py ledger_check`)."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+
+from accounts.selectors import ledger_check_register
+
+_USER_TABLE = get_user_model()._meta.db_table
+_OPEN = "('pending_new', 'new', 'partially_filled')"
+
+HELD_EQUALS_OPEN_ORDERS = f"""
+    WITH needed AS (
+        SELECT o.account_id,
+               CASE WHEN o.side = 'buy' THEN i.quote_id ELSE i.base_id END AS asset_id,
+               SUM(o.held) AS held
+          FROM trading_order o JOIN trading_instrument i ON i.id = o.instrument_id
+         WHERE o.status IN {_OPEN}
+         GROUP BY 1, 2
+    )
+    SELECT COALESCE(b.account_id, n.account_id), a.code, a.precision,
+           COALESCE(b.held, 0), COALESCE(n.held, 0)
+      FROM (SELECT account_id, asset_id, held FROM accounts_balance
+             WHERE account_kind = 'customer') b
+      FULL OUTER JOIN needed n ON n.account_id = b.account_id AND n.asset_id = b.asset_id
+      JOIN accounts_asset a ON a.id = COALESCE(b.asset_id, n.asset_id)
+     WHERE COALESCE(b.held, 0) <> COALESCE(n.held, 0)
+     ORDER BY 1, 2
+"""  # noqa: S608 - constants only
+
+POSITION_EQUALS_FILLS = """
+    WITH fills AS (
+        SELECT account_id, instrument_id, SUM(quantity) AS quantity FROM (
+            SELECT buyer_id AS account_id, instrument_id, quantity FROM trading_trade
+            UNION ALL
+            SELECT seller_id, instrument_id, -quantity FROM trading_trade
+        ) f GROUP BY 1, 2
+    )
+    SELECT COALESCE(p.account_id, f.account_id), i.symbol,
+           COALESCE(p.quantity, 0), COALESCE(f.quantity, 0)
+      FROM trading_position p
+      FULL OUTER JOIN fills f
+        ON f.account_id = p.account_id AND f.instrument_id = p.instrument_id
+      JOIN trading_instrument i ON i.id = COALESCE(p.instrument_id, f.instrument_id)
+     WHERE COALESCE(p.quantity, 0) <> COALESCE(f.quantity, 0)
+     ORDER BY 1, 2
+"""
+
+ORDER_FILLED_EQUALS_TRADES = """
+    WITH fills AS (
+        SELECT order_id, SUM(quantity) AS quantity FROM (
+            SELECT maker_order_id AS order_id, quantity FROM trading_trade
+            UNION ALL
+            SELECT taker_order_id, quantity FROM trading_trade
+        ) f GROUP BY 1
+    )
+    SELECT o.id, o.filled_quantity, COALESCE(f.quantity, 0)
+      FROM trading_order o LEFT JOIN fills f ON f.order_id = o.id
+     WHERE o.filled_quantity <> COALESCE(f.quantity, 0)
+     ORDER BY 1
+"""
+
+
+def register() -> None:
+    ledger_check_register(
+        invariant="held_equals_open_orders",
+        sql=HELD_EQUALS_OPEN_ORDERS,
+        template="account #{0} {1}: held is {3} but its open orders hold {4}",
+        precision_column=2,
+    )
+    ledger_check_register(
+        invariant="position_equals_fills",
+        sql=POSITION_EQUALS_FILLS,
+        template="account #{0} {1}: position is {2} but its fills sum to {3}",
+    )
+    ledger_check_register(
+        invariant="order_filled_equals_trades",
+        sql=ORDER_FILLED_EQUALS_TRADES,
+        template="order #{0}: filled {1} but its trades sum to {2}",
+    )

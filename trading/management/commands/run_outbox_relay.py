@@ -1,0 +1,79 @@
+"""Run the outbox relay: produce committed order commands (and orphaned matcher events)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+from kafka.errors import KafkaError
+
+from trading.matcher import EVENT_TOPICS
+from trading.outbox import Lanes, Relay
+from tredye import kafka
+from tredye.workers import Backoff
+
+logger = logging.getLogger(__name__)
+ORPHAN_CHECK_EVERY_S = 1.0
+
+
+class Command(BaseCommand):
+    help = (
+        "Produce unsent outbox rows to Kafka: order commands always; the matcher's events when "
+        "no matcher holds their lane (e.g. it died after a commit)."
+    )
+
+    def handle(self, *args: object, **options: object) -> None:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        interval = settings.OUTBOX_RELAY_INTERVAL_MS / 1000
+        backoff = Backoff()
+        orders = Relay(topics=[kafka.ORDERS])
+        events = Relay(topics=list(EVENT_TOPICS), producer=None)
+        lanes: Lanes | None = None
+        last_orphan_check = 0.0
+        while not stop.is_set():
+            try:
+                if lanes is None:
+                    kafka.ensure_topics()
+                    lanes = Lanes()
+                    lanes.acquire(kafka.ORDERS, wait=True)
+                    orders.recovered.clear()
+                    logger.info("relay: started")
+                sent = orders.drain()
+                now = time.monotonic()
+                if now - last_orphan_check >= ORPHAN_CHECK_EVERY_S:
+                    last_orphan_check = now
+                    for topic in EVENT_TOPICS:
+                        if lanes.acquire(topic, wait=False):
+                            events.recovered.discard(topic)
+                            try:
+                                events.topics = [topic]
+                                sent += events.drain()
+                            finally:
+                                lanes.release(topic)
+                backoff.reset()
+                close_old_connections()
+                if not sent:
+                    stop.wait(interval)
+            except (KafkaError, OSError, DatabaseError) as error:
+                delay = backoff.next_delay()
+                logger.warning("relay: %s; retrying in %.1fs", error, delay)
+                if lanes is not None:
+                    try:
+                        lanes.close()
+                    except Exception:  # noqa: BLE001 - the connection may be gone already
+                        logger.debug("relay: lane connection already gone")
+                    lanes = None
+                close_old_connections()
+                stop.wait(delay)
+        orders.close()
+        events.close()
+        if lanes is not None:
+            lanes.close()
+        logger.info("relay: stopped after %d rows", orders.sent + events.sent)

@@ -1,0 +1,1007 @@
+"""The matcher: the single writer of the books, their orders, trades, fills and positions.
+
+It consumes the `orders` topic by manual partition assignment and applies each batch of
+commands to in-memory books (trading.engine), then commits everything the batch caused in ONE
+transaction ("group commit"): order states, trades, ledger entries, positions, outgoing events
+(as outbox rows) and the consumed offset (`MatcherCheckpoint`). After commit, the relay in this
+process produces the events. On start, a book is rebuilt from the open orders in PostgreSQL in
+their stored priority, and each partition is read from checkpoint + 1. A command at or below
+the checkpoint, a place for an order no longer PENDING_NEW, or a cancel/replace whose number
+the order has already applied is skipped: re-delivery never double-fills.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.utils import timezone
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from accounts.models import Account, Bucket, EntryKind
+from accounts.services import EntrySpec, Leg, ledger_post, platform_account_open
+from trading.engine import (
+    Accepted,
+    BookDelta,
+    Canceled,
+    Expired,
+    OrderBook,
+    Rejected,
+    Replaced,
+    Trade,
+    Triggered,
+)
+from trading.engine import Order as EngineOrder
+from trading.engine import OrderType as EngineType
+from trading.engine import Side as EngineSide
+from trading.engine import TimeInForce as EngineTif
+from trading.models import (
+    BookState,
+    Instrument,
+    MatcherCheckpoint,
+    Order,
+    Outbox,
+    Position,
+    StreamSequence,
+)
+from trading.models import Trade as TradeRow
+from trading.outbox import Lanes, Relay
+from trading.services import CANCEL, PLACE, REPLACE
+from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
+from tredye import kafka
+from tredye.kafka import EnvelopeError
+from tredye.workers import KafkaWorker
+
+logger = logging.getLogger(__name__)
+
+_WIDE = Context(prec=60)
+_AVG = Decimal(1).scaleb(-10)
+_COST = Decimal(1).scaleb(-18)
+EVENT_TOPICS = (kafka.TRADES, kafka.BOOK, kafka.ACCOUNT_EVENTS)
+_TIF = {
+    "gtc": EngineTif.GTC,
+    "ioc": EngineTif.IOC,
+    "fok": EngineTif.FOK,
+    "day": EngineTif.DAY,
+}
+_OPEN = (Order.Status.NEW, Order.Status.PARTIALLY_FILLED)
+
+
+class CommandError(EnvelopeError):
+    """A command that can never be applied (dead-lettered)."""
+
+
+@dataclass(slots=True)
+class Command:
+    kind: str
+    symbol: str
+    order_id: int
+    seq: int = 0
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    partition: int = 0
+    offset: int = 0
+    record: Any = None
+
+
+def command_decode(raw: bytes | None) -> Command:
+    """Parse one `orders` record; raise EnvelopeError when it is not a command."""
+    envelope = kafka.decode(raw)
+    data = envelope.data
+    order_id = data.get("order_id")
+    if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
+        raise EnvelopeError("order_id missing or not a positive integer")
+    if envelope.type == PLACE:
+        return Command(PLACE, envelope.key, order_id)
+    if envelope.type not in (CANCEL, REPLACE):
+        raise EnvelopeError(f"unknown command type {envelope.type!r}")
+    seq = data.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
+        raise EnvelopeError("seq missing or not a positive integer")
+
+    def number(name: str, required: bool) -> Decimal | None:
+        value = data.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise EnvelopeError(f"{name} missing or not a decimal string")
+        try:
+            result = Decimal(value)
+        except ArithmeticError:
+            raise EnvelopeError(f"{name} is not a number") from None
+        if not result.is_finite() or result <= 0:
+            raise EnvelopeError(f"{name} must be positive")
+        return result
+
+    if envelope.type == CANCEL:
+        return Command(CANCEL, envelope.key, order_id, seq, number("quantity", False))
+    return Command(
+        REPLACE, envelope.key, order_id, seq, number("quantity", True), number("price", True)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# In-memory state
+# ---------------------------------------------------------------------------------------------
+
+_LIVE_FIELDS = (
+    "status",
+    "reason",
+    "quantity",
+    "price",
+    "filled_quantity",
+    "filled_notional",
+    "filled_quote",
+    "average_price",
+    "fees",
+    "held",
+    "book_seq",
+    "applied_seq",
+    "accepted_at",
+    "triggered_at",
+    "last_fill_at",
+    "closed_at",
+    "updated_at",
+)
+
+
+class Book:
+    """One instrument's engine book and what the matcher knows of its live orders."""
+
+    def __init__(self, instrument: Instrument, state: BookState) -> None:
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.tick = instrument.tick_size
+        self.lot = instrument.lot_size
+        self.quote_precision = instrument.quote.precision
+        self.max_fee_rate = max(instrument.maker_fee_rate, instrument.taker_fee_rate)
+        self.state = state
+        self.orders: dict[int, Order] = {}
+        self.engine = OrderBook(self.symbol)
+        self.deltas: dict[tuple[int, int], int] = {}
+        self.dirty = False
+
+    def ticks(self, price: Decimal) -> int:
+        return steps(price, self.tick)
+
+    def lots(self, quantity: Decimal) -> int:
+        return steps(quantity, self.lot)
+
+    def engine_order(self, order: Order, open_quantity: Decimal) -> EngineOrder:
+        """The engine's view of an order: markets run as limit IOC/FOK at the protection price."""
+        tif = _TIF[order.time_in_force]
+        stop = None if order.stop_price is None else self.ticks(order.stop_price)
+        if order.type in (Order.Type.MARKET, Order.Type.STOP):
+            price = self.ticks(order.protection_price)
+            tif = EngineTif.FOK if tif is EngineTif.FOK else EngineTif.IOC
+        else:
+            price = self.ticks(order.price)
+        kind = EngineType.LIMIT if stop is None else EngineType.STOP_LIMIT
+        return EngineOrder(
+            order.pk,
+            order.account_id,
+            EngineSide.BUY if order.side == Order.Side.BUY else EngineSide.SELL,
+            kind,
+            self.lots(open_quantity),
+            price,
+            stop,
+            tif,
+            order.post_only,
+        )
+
+    def rebuild(self) -> None:
+        """Load the open orders of PostgreSQL into a fresh engine book, in priority order."""
+        orders = list(
+            Order.objects.filter(instrument=self.instrument, status__in=_OPEN).order_by(
+                "book_seq", "pk"
+            )
+        )
+        resting, stops = [], []
+        for order in orders:
+            engine = self.engine_order(order, order.quantity - order.filled_quantity)
+            row = {
+                "id": engine.id,
+                "account_id": engine.account_id,
+                "side": engine.side.name,
+                "type": engine.type.name,
+                "qty": engine.qty,
+                "price": engine.price,
+                "stop_price": engine.stop_price,
+                "tif": engine.tif.name,
+                "post_only": engine.post_only,
+            }
+            is_pending_stop = order.stop_price is not None and order.triggered_at is None
+            (stops if is_pending_stop else resting).append(row)
+            self.orders[order.pk] = order
+        last = None if self.state.last_price is None else self.ticks(self.state.last_price)
+        self.engine = OrderBook.restore(
+            {
+                "version": 1,
+                "symbol": self.symbol,
+                "stp": "CANCEL_NEWEST",
+                "last_price": last,
+                "trade_seq": self.state.trade_seq,
+                "resting": resting,
+                "stops": stops,
+            }
+        )
+        logger.info(
+            "matcher: %s rebuilt with %d open orders, trade seq %d",
+            self.symbol,
+            len(orders),
+            self.state.trade_seq,
+        )
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch writes, gathered before the transaction."""
+
+    now: Any
+    changed: dict[int, Order] = field(default_factory=dict)
+    trades: list[TradeRow] = field(default_factory=list)
+    entries: list[EntrySpec] = field(default_factory=list)
+    positions: dict[tuple[int, int], Position] = field(default_factory=dict)
+    account_orders: dict[int, dict[int, Order]] = field(default_factory=lambda: defaultdict(dict))
+    account_trades: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    trade_messages: list[Outbox] = field(default_factory=list)
+    checkpoints: dict[int, int] = field(default_factory=dict)
+    dead: list[tuple[Any, str]] = field(default_factory=list)
+
+
+class Matcher:
+    """Applies commands to books and writes their effects; no Kafka consumer in here."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, Book] = {}
+        self.positions: dict[tuple[int, int], Position] = {}
+        self.fees_account: Account | None = None
+        self.accounts: dict[int, Account] = {}
+        self.stream_seq: dict[tuple[str, str], int] = {}
+        self.checkpoint: dict[int, int] = {}
+        self.topic = kafka.topic(kafka.ORDERS)
+
+    # -- state ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every in-memory state; it is reloaded from PostgreSQL on demand."""
+        self.books.clear()
+        self.positions.clear()
+        self.stream_seq.clear()
+        self.checkpoint = self.checkpoints_load()
+
+    def checkpoints_load(self) -> dict[int, int]:
+        return dict(
+            MatcherCheckpoint.objects.filter(topic=self.topic).values_list("partition", "offset")
+        )
+
+    def book(self, symbol: str) -> Book | None:
+        book = self.books.get(symbol)
+        if book is None:
+            instrument = (
+                Instrument.objects.select_related("base", "quote").filter(symbol=symbol).first()
+            )
+            if instrument is None:
+                return None
+            state, _ = BookState.objects.get_or_create(instrument=instrument)
+            book = Book(instrument, state)
+            book.rebuild()
+            self.books[symbol] = book
+        return book
+
+    def account(self, account_id: int) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            account = Account(pk=account_id, kind=Account.Kind.CUSTOMER)
+            self.accounts[account_id] = account
+        return account
+
+    def _fees(self) -> Account:
+        if self.fees_account is None:
+            with transaction.atomic():
+                self.fees_account = platform_account_open(kind=Account.Kind.FEES)
+        return self.fees_account
+
+    # -- a batch --------------------------------------------------------------------------
+    def run_batch(self, commands: list[Command]) -> BatchResult:
+        """Apply the commands and commit their effects in one transaction."""
+        result = BatchResult(now=timezone.now())
+        ts = kafka.now_ms()
+        fresh = [
+            c
+            for c in commands
+            if c.kind != "skip" and c.offset > self.checkpoint.get(c.partition, -1)
+        ]
+        for command in commands:
+            result.checkpoints[command.partition] = max(
+                result.checkpoints.get(command.partition, -1), command.offset
+            )
+        self._fees()
+        unknown = self._load_orders(fresh)
+        for command in fresh:
+            if command.order_id in unknown:
+                result.dead.append((command.record, unknown[command.order_id]))
+                continue
+            book = self.books[command.symbol]
+            self._apply(book, command, result, ts)
+        self._commit(result)
+        for partition, offset in result.checkpoints.items():
+            self.checkpoint[partition] = offset
+        return result
+
+    def _load_orders(self, commands: list[Command]) -> dict[int, str]:
+        """Make sure each command's book and order are in memory; return the unknown ones."""
+        unknown: dict[int, str] = {}
+        wanted: dict[int, Command] = {}
+        for command in commands:
+            book = self.book(command.symbol)
+            if book is None:
+                unknown[command.order_id] = f"unknown instrument {command.symbol!r}"
+                continue
+            if command.order_id not in book.orders:
+                wanted.setdefault(command.order_id, command)
+        if wanted:
+            found = {
+                order.pk: order
+                for order in Order.objects.filter(pk__in=list(wanted)).select_related("instrument")
+            }
+            for order_id, command in wanted.items():
+                order = found.get(order_id)
+                if order is None:
+                    unknown[order_id] = f"unknown order {order_id}"
+                elif order.instrument.symbol != command.symbol:
+                    unknown[order_id] = f"order {order_id} is not on {command.symbol}"
+                else:
+                    # A final order is kept only for this batch (its commands are skipped).
+                    self.books[command.symbol].orders[order_id] = order
+        return unknown
+
+    # -- applying commands ----------------------------------------------------------------
+    def _apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
+        order = book.orders[command.order_id]
+        if command.kind == PLACE:
+            if order.status != Order.Status.PENDING_NEW:
+                return  # applied before (re-delivery)
+            events = book.engine.submit(book.engine_order(order, order.quantity), ts)
+            self._events(book, events, result, place_id=order.pk)
+            return
+        if command.seq <= order.applied_seq:
+            return  # applied before
+        order.applied_seq = command.seq
+        self._touch(order, result)
+        if order.status in Order.FINAL_STATUSES:
+            return
+        if command.kind == CANCEL:
+            self._cancel(book, order, command, result, ts)
+        else:
+            self._replace(book, order, command, result, ts)
+
+    def _cancel(
+        self, book: Book, order: Order, command: Command, result: BatchResult, ts: int
+    ) -> None:
+        reduce_lots = None
+        if command.quantity is not None:
+            try:
+                reduce_lots = book.lots(command.quantity)
+            except ValueError:
+                return
+        if order.status == Order.Status.PENDING_NEW:
+            # Canceled before the matcher saw the order: it never reaches the book.
+            open_lots = book.lots(order.quantity)
+            if reduce_lots is None or reduce_lots >= open_lots:
+                self._close(book, order, Order.Status.CANCELED, "user", result)
+            else:
+                order.quantity -= reduce_lots * book.lot
+                self._release_surplus(book, order, result)
+            return
+        events = book.engine.cancel(order.pk, reduce_lots, ts)
+        self._events(book, events, result)
+
+    def _replace(
+        self, book: Book, order: Order, command: Command, result: BatchResult, ts: int
+    ) -> None:
+        if order.status == Order.Status.PENDING_NEW:
+            return  # the service refuses this; a forged command changes nothing
+        try:
+            open_quantity = command.quantity - order.filled_quantity
+            open_lots = book.lots(open_quantity)
+            price_ticks = book.ticks(command.price)
+        except ValueError:
+            return
+        if open_lots <= 0:
+            return
+        need = self._need(book, order, open_quantity, command.price)
+        if need > order.held:
+            order.reason = "replace_insufficient_hold"
+            return
+        events = book.engine.replace(order.pk, open_lots, price_ticks, ts)
+        self._events(book, events, result)
+
+    # -- events ---------------------------------------------------------------------------
+    def _events(
+        self, book: Book, events: list, result: BatchResult, place_id: int | None = None
+    ) -> None:
+        now = result.now
+        for event in events:
+            kind = type(event)
+            if kind is BookDelta:
+                book.deltas[(int(event.side), event.price)] = event.qty
+            elif kind is Trade:
+                self._trade(book, event, result)
+            elif kind is Accepted:
+                order = book.orders[event.order_id]
+                order.status = Order.Status.NEW
+                order.accepted_at = now
+                self._priority(book, order)
+                self._touch(order, result)
+            elif kind is Canceled:
+                order = book.orders[event.order_id]
+                if event.remaining == 0:
+                    self._close(book, order, Order.Status.CANCELED, event.reason, result)
+                else:
+                    order.quantity -= event.qty * book.lot
+                    self._release_surplus(book, order, result)
+                    self._touch(order, result)
+            elif kind is Rejected:
+                order = book.orders[event.order_id]
+                if event.order_id == place_id and order.status == Order.Status.PENDING_NEW:
+                    self._close(book, order, Order.Status.REJECTED, event.reason, result)
+                else:  # a refused cancel or replace: the order stays as it was
+                    order.reason = event.reason
+                    self._touch(order, result)
+            elif kind is Expired:
+                order = book.orders[event.order_id]
+                self._close(book, order, Order.Status.EXPIRED, "day", result)
+            elif kind is Triggered:
+                order = book.orders[event.order_id]
+                order.triggered_at = now
+                self._priority(book, order)
+                self._touch(order, result)
+            elif kind is Replaced:
+                order = book.orders[event.order_id]
+                order.quantity = order.filled_quantity + event.qty * book.lot
+                if event.price is not None and order.price is not None:
+                    order.price = event.price * book.tick
+                if event.price != event.old_price or event.qty > event.old_qty:
+                    self._priority(book, order)
+                order.reason = ""
+                self._release_surplus(book, order, result)
+                self._touch(order, result)
+
+    def _priority(self, book: Book, order: Order) -> None:
+        book.state.book_seq += 1
+        order.book_seq = book.state.book_seq
+        book.dirty = True
+
+    def _touch(self, order: Order, result: BatchResult) -> None:
+        order.updated_at = result.now
+        result.changed[order.pk] = order
+        result.account_orders[order.account_id][order.pk] = order
+
+    def _need(self, book: Book, order: Order, open_quantity: Decimal, price: Decimal) -> Decimal:
+        if order.side == Order.Side.SELL:
+            return open_quantity
+        return buy_hold(
+            quantity=open_quantity,
+            price=price,
+            fee_rate=book.max_fee_rate,
+            precision=book.quote_precision,
+        )
+
+    def _hold_asset(self, book: Book, order: Order):  # noqa: ANN202
+        instrument = book.instrument
+        return instrument.quote if order.side == Order.Side.BUY else instrument.base
+
+    def _release(self, book: Book, order: Order, amount: Decimal, result: BatchResult) -> None:
+        if amount <= 0:
+            return
+        account = self.account(order.account_id)
+        asset = self._hold_asset(book, order)
+        order.held -= amount
+        result.entries.append(
+            EntrySpec(
+                kind=EntryKind.RELEASE,
+                reference=f"order {order.pk}",
+                legs=(
+                    Leg(account, asset, Bucket.HELD, -amount),
+                    Leg(account, asset, Bucket.AVAILABLE, amount),
+                ),
+            )
+        )
+
+    def _release_surplus(self, book: Book, order: Order, result: BatchResult) -> None:
+        open_quantity = order.quantity - order.filled_quantity
+        price = order.price if order.price is not None else order.protection_price
+        need = self._need(book, order, open_quantity, price)
+        self._release(book, order, order.held - need, result)
+
+    def _close(
+        self, book: Book, order: Order, status: str, reason: str, result: BatchResult
+    ) -> None:
+        order.status = status
+        order.reason = reason
+        order.closed_at = result.now
+        self._release(book, order, order.held, result)
+        self._touch(order, result)
+        book.orders.pop(order.pk, None)
+
+    def _trade(self, book: Book, event: Trade, result: BatchResult) -> None:
+        maker = book.orders[event.maker_order_id]
+        taker = book.orders[event.taker_order_id]
+        price = event.price * book.tick
+        quantity = event.qty * book.lot
+        notional = _WIDE.multiply(price, quantity)
+        if maker.side == Order.Side.BUY:
+            buyer, seller = maker, taker
+            buyer_rate, seller_rate = book.instrument.maker_fee_rate, book.instrument.taker_fee_rate
+        else:
+            buyer, seller = taker, maker
+            buyer_rate, seller_rate = book.instrument.taker_fee_rate, book.instrument.maker_fee_rate
+        precision = book.quote_precision
+        amount = fill_amount(
+            notional_before=buyer.filled_notional,
+            notional_after=buyer.filled_notional + notional,
+            precision=precision,
+        )
+        buyer_fee = fee(amount=amount, rate=buyer_rate, precision=precision)
+        seller_fee = fee(amount=amount, rate=seller_rate, precision=precision)
+        now = result.now
+        for order, remaining_lots, charged, order_fee in (
+            (maker, event.maker_remaining, amount, buyer_fee if maker is buyer else seller_fee),
+            (taker, event.taker_remaining, amount, buyer_fee if taker is buyer else seller_fee),
+        ):
+            order.filled_quantity += quantity
+            order.filled_notional += notional
+            order.filled_quote += charged
+            order.fees += order_fee
+            order.average_price = (order.filled_notional / order.filled_quantity).quantize(_AVG)
+            order.last_fill_at = now
+            order.held -= amount + buyer_fee if order is buyer else quantity
+            if remaining_lots == 0:
+                order.status = Order.Status.FILLED
+                order.reason = ""
+                order.closed_at = now
+                self._release(book, order, order.held, result)
+                book.orders.pop(order.pk, None)
+            else:
+                order.status = Order.Status.PARTIALLY_FILLED
+            self._touch(order, result)
+
+        instrument = book.instrument
+        buyer_account = self.account(buyer.account_id)
+        seller_account = self.account(seller.account_id)
+        legs = [
+            Leg(seller_account, instrument.base, Bucket.HELD, -quantity),
+            Leg(buyer_account, instrument.base, Bucket.PENDING, quantity),
+        ]
+        if amount + buyer_fee:
+            legs.append(Leg(buyer_account, instrument.quote, Bucket.HELD, -(amount + buyer_fee)))
+        if amount - seller_fee:
+            legs.append(Leg(seller_account, instrument.quote, Bucket.PENDING, amount - seller_fee))
+        if buyer_fee + seller_fee:
+            legs.append(
+                Leg(self._fees(), instrument.quote, Bucket.AVAILABLE, buyer_fee + seller_fee)
+            )
+        result.entries.append(
+            EntrySpec(
+                kind=EntryKind.TRADE, reference=f"{book.symbol} trade {event.seq}", legs=tuple(legs)
+            )
+        )
+        aggressor = Order.Side.BUY if event.aggressor_side == EngineSide.BUY else Order.Side.SELL
+        result.trades.append(
+            TradeRow(
+                instrument=instrument,
+                seq=event.seq,
+                maker_order_id=maker.pk,
+                taker_order_id=taker.pk,
+                buyer_id=buyer.account_id,
+                seller_id=seller.account_id,
+                price=price,
+                quantity=quantity,
+                quote_amount=amount,
+                aggressor_side=aggressor,
+                buyer_fee=buyer_fee,
+                seller_fee=seller_fee,
+                executed_at=now,
+            )
+        )
+        book.state.trade_seq = event.seq
+        book.state.last_price = price
+        book.dirty = True
+        self._position(instrument, buyer.account_id, quantity, price, result)
+        self._position(instrument, seller.account_id, -quantity, price, result)
+        message = {
+            "symbol": book.symbol,
+            "seq": event.seq,
+            "price": plain(price),
+            "quantity": plain(quantity),
+            "aggressor": aggressor,
+            "maker_order_id": maker.pk,
+            "taker_order_id": taker.pk,
+            "ts": event.ts,
+        }
+        result.trade_messages.append(
+            Outbox(
+                topic=kafka.TRADES,
+                key=book.symbol,
+                type="trade",
+                seq=event.seq,
+                ts=event.ts or kafka.now_ms(),
+                data=message,
+            )
+        )
+        for account_id, side, own_fee in (
+            (buyer.account_id, "buy", buyer_fee),
+            (seller.account_id, "sell", seller_fee),
+        ):
+            result.account_trades[account_id].append(
+                message | {"side": side, "fee": plain(own_fee)}
+            )
+
+    def _position(
+        self,
+        instrument: Instrument,
+        account_id: int,
+        change: Decimal,
+        price: Decimal,
+        result: BatchResult,
+    ) -> None:
+        key = (account_id, instrument.pk)
+        position = result.positions.get(key) or self.positions.get(key)
+        if position is None:
+            position = Position.objects.filter(
+                account_id=account_id, instrument=instrument
+            ).first() or Position(account_id=account_id, instrument=instrument)
+            self.positions[key] = position
+        held = position.quantity
+        if held == 0 or (held > 0) == (change > 0):
+            total = held + change
+            position.average_cost = (
+                (abs(held) * position.average_cost + abs(change) * price) / abs(total)
+            ).quantize(_COST, context=_WIDE)
+            position.quantity = total
+        else:
+            closing = min(abs(change), abs(held))
+            direction = 1 if held > 0 else -1
+            position.realized_pnl += closing * (price - position.average_cost) * direction
+            position.quantity = held + change
+            if position.quantity == 0:
+                position.average_cost = ZERO
+            elif (position.quantity > 0) != (held > 0):
+                position.average_cost = price
+        position.updated_at = result.now
+        result.positions[key] = position
+
+    # -- commit ---------------------------------------------------------------------------
+    def _next_seq(self, topic: str, key: str) -> int:
+        seq = self.stream_seq.get((topic, key))
+        if seq is None:
+            row = StreamSequence.objects.filter(topic=topic, key=key).first()
+            seq = row.seq if row else 0
+        seq += 1
+        self.stream_seq[(topic, key)] = seq
+        return seq
+
+    def _event_rows(self, result: BatchResult) -> list[Outbox]:
+        rows = list(result.trade_messages)
+        ts = kafka.now_ms()
+        for book in self.books.values():
+            if not book.deltas:
+                continue
+            bids = sorted(
+                (
+                    [plain(p * book.tick), plain(q * book.lot)]
+                    for (s, p), q in book.deltas.items()
+                    if s == 1
+                ),
+                key=lambda level: -Decimal(level[0]),
+            )
+            asks = sorted(
+                (
+                    [plain(p * book.tick), plain(q * book.lot)]
+                    for (s, p), q in book.deltas.items()
+                    if s == -1
+                ),
+                key=lambda level: Decimal(level[0]),
+            )
+            book.deltas = {}
+            rows.append(
+                Outbox(
+                    topic=kafka.BOOK,
+                    key=book.symbol,
+                    type="book.delta",
+                    seq=self._next_seq(kafka.BOOK, book.symbol),
+                    ts=ts,
+                    data={"symbol": book.symbol, "bids": bids, "asks": asks},
+                )
+            )
+        for account_id, orders in result.account_orders.items():
+            key = str(account_id)
+            rows.append(
+                Outbox(
+                    topic=kafka.ACCOUNT_EVENTS,
+                    key=key,
+                    type="account.orders",
+                    seq=self._next_seq(kafka.ACCOUNT_EVENTS, key),
+                    ts=ts,
+                    data={
+                        "account_id": account_id,
+                        "orders": [order_message(order) for order in orders.values()],
+                        "trades": result.account_trades.get(account_id, []),
+                    },
+                )
+            )
+        return rows
+
+    def _commit(self, result: BatchResult) -> None:
+        rows = self._event_rows(result)
+        now = result.now
+        with transaction.atomic(durable=True):
+            if result.entries:
+                ledger_post(entries=result.entries)
+            if result.changed:
+                orders_update(list(result.changed.values()))
+            if result.trades:
+                TradeRow.objects.bulk_create(result.trades)
+            if result.positions:
+                Position.objects.bulk_create(
+                    list(result.positions.values()),
+                    update_conflicts=True,
+                    unique_fields=["account", "instrument"],
+                    update_fields=["quantity", "average_cost", "realized_pnl", "updated_at"],
+                )
+            states = [book.state for book in self.books.values() if book.dirty]
+            if states:
+                for state in states:
+                    state.updated_at = now
+                BookState.objects.bulk_create(
+                    states,
+                    update_conflicts=True,
+                    unique_fields=["instrument"],
+                    update_fields=["trade_seq", "last_price", "book_seq", "updated_at"],
+                )
+            if rows:
+                Outbox.objects.bulk_create(rows)
+                sequences = {
+                    (row.topic, row.key): row.seq for row in rows if row.topic != kafka.TRADES
+                }
+                if sequences:
+                    StreamSequence.objects.bulk_create(
+                        [StreamSequence(topic=t, key=k, seq=s) for (t, k), s in sequences.items()],
+                        update_conflicts=True,
+                        unique_fields=["topic", "key"],
+                        update_fields=["seq"],
+                    )
+            MatcherCheckpoint.objects.bulk_create(
+                [
+                    MatcherCheckpoint(topic=self.topic, partition=p, offset=o, updated_at=now)
+                    for p, o in result.checkpoints.items()
+                ],
+                update_conflicts=True,
+                unique_fields=["topic", "partition"],
+                update_fields=["offset", "updated_at"],
+            )
+        for book in self.books.values():
+            book.dirty = False
+
+
+def order_message(order: Order) -> dict[str, Any]:
+    """An order as the account-events topic and the JSON endpoints show it."""
+    return {
+        "id": order.pk,
+        "client_order_id": order.client_order_id,
+        "symbol": order.instrument.symbol if "instrument" in order._state.fields_cache else None,
+        "instrument_id": order.instrument_id,
+        "side": order.side,
+        "type": order.type,
+        "time_in_force": order.time_in_force,
+        "post_only": order.post_only,
+        "quantity": plain(order.quantity),
+        "price": plain(order.price),
+        "stop_price": plain(order.stop_price),
+        "status": order.status,
+        "reason": order.reason,
+        "filled_quantity": plain(order.filled_quantity),
+        "average_price": plain(order.average_price),
+        "fees": plain(order.fees),
+        "held": plain(order.held),
+    }
+
+
+_UPDATE_COLUMNS = (
+    ("status", "text"),
+    ("reason", "text"),
+    ("quantity", "numeric"),
+    ("price", "numeric"),
+    ("filled_quantity", "numeric"),
+    ("filled_notional", "numeric"),
+    ("filled_quote", "numeric"),
+    ("average_price", "numeric"),
+    ("fees", "numeric"),
+    ("held", "numeric"),
+    ("book_seq", "bigint"),
+    ("applied_seq", "integer"),
+    ("accepted_at", "timestamptz"),
+    ("triggered_at", "timestamptz"),
+    ("last_fill_at", "timestamptz"),
+    ("closed_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+
+
+def orders_update(orders: list[Order], chunk: int = 1000) -> None:
+    """Write the matcher-owned columns of many orders in one UPDATE ... FROM (VALUES ...)."""
+    columns = ", ".join(name for name, _ in _UPDATE_COLUMNS)
+    assignments = ", ".join(f"{name} = v.{name}::{kind}" for name, kind in _UPDATE_COLUMNS)
+    with connection.cursor() as cursor:
+        for start in range(0, len(orders), chunk):
+            part = orders[start : start + chunk]
+            placeholders = ", ".join(
+                "(" + ", ".join(["%s"] * (len(_UPDATE_COLUMNS) + 1)) + ")" for _ in part
+            )
+            params: list[Any] = []
+            for order in part:
+                params.append(order.pk)
+                params.extend(getattr(order, name) for name, _ in _UPDATE_COLUMNS)
+            cursor.execute(
+                f"UPDATE trading_order AS o SET {assignments} "  # noqa: S608 - constants only
+                f"FROM (VALUES {placeholders}) AS v(id, {columns}) WHERE o.id = v.id::bigint",
+                params,
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Kafka loop
+# ---------------------------------------------------------------------------------------------
+
+
+class MatcherWorker(KafkaWorker):
+    """Consume `orders` from checkpoint + 1, run batches, relay their events after commit."""
+
+    name = "matcher"
+    topics = (kafka.ORDERS,)
+    start_at = "earliest"
+
+    def __init__(self, *, partitions: list[int] | None = None, batch_size: int | None = None):
+        super().__init__()
+        self.only_partitions = partitions
+        self.batch_size = batch_size or settings.MATCHER_BATCH_SIZE
+        self.poll_timeout_ms = settings.MATCHER_POLL_TIMEOUT_MS
+        self.matcher = Matcher()
+        self.relay = Relay(topics=EVENT_TOPICS)
+        self.lanes: Lanes | None = None
+        self.batches = 0
+        self.commands = 0
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self._start()
+                    super().run()
+                    return
+                except DatabaseError as error:
+                    delay = self.backoff.next_delay()
+                    logger.warning("matcher: database error (%s); retrying in %.1fs", error, delay)
+                    self._stop_lanes()
+                    self.stop_event.wait(delay)
+        finally:
+            self._stop_lanes()
+            self.relay.close()
+            logger.info("matcher: %d batches, %d commands", self.batches, self.commands)
+
+    def _start(self) -> None:
+        close_old_connections()
+        if self.lanes is None:
+            self.lanes = Lanes()
+            for topic in EVENT_TOPICS:
+                self.lanes.acquire(topic, wait=True)
+        kafka.ensure_topics(EVENT_TOPICS + (kafka.DEAD_LETTER,))
+        self.relay.recovered.clear()
+        self.relay.drain()
+        self.matcher.reset()
+
+    def _stop_lanes(self) -> None:
+        if self.lanes is not None:
+            try:
+                self.lanes.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                logger.debug("matcher: lane connection already gone")
+            self.lanes = None
+
+    def _consume(self) -> None:
+        # Rebuilding the consumer re-reads from the checkpoint, so drop in-memory state too.
+        self.matcher.reset()
+        super()._consume()
+
+    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        physical = kafka.topic(kafka.ORDERS)
+        ids = consumer.partitions_for_topic(physical)
+        if not ids:
+            raise KafkaError(f"no partitions for {physical}")
+        wanted = sorted(ids) if self.only_partitions is None else self.only_partitions
+        partitions = [TopicPartition(physical, p) for p in wanted if p in ids]
+        consumer.assign(partitions)
+        checkpoint = self.matcher.checkpoints_load()
+        for tp in partitions:
+            if tp.partition in checkpoint:
+                consumer.seek(tp, checkpoint[tp.partition] + 1)
+            else:
+                consumer.seek_to_beginning(tp)
+        logger.info("matcher: partitions %s from checkpoint %s", wanted, checkpoint)
+        return partitions
+
+    def _process(self, batch: dict) -> None:
+        commands: list[Command] = []
+        for tp, records in batch.items():
+            for record in records:
+                self.consumed += 1
+                try:
+                    command = command_decode(record.value)
+                except EnvelopeError as error:
+                    self.dead_letter(record, str(error))
+                    command = Command("skip", "", 0)
+                command.partition = tp.partition
+                command.offset = record.offset
+                command.record = record
+                commands.append(command)
+        for start in range(0, len(commands), self.batch_size):
+            self._run(commands[start : start + self.batch_size])
+
+    def _run(self, commands: list[Command]) -> None:
+        try:
+            result = self.matcher.run_batch(commands)
+        except DatabaseError:
+            raise
+        except Exception:
+            # The books may be ahead of PostgreSQL now: rebuild, and find the poison command.
+            logger.exception("matcher: batch of %d failed; retrying one by one", len(commands))
+            close_old_connections()
+            self.matcher.reset()
+            for command in commands:
+                try:
+                    self._dead_letters(self.matcher.run_batch([command]))
+                except DatabaseError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - dead-letter whatever fails alone
+                    logger.exception("matcher: command at offset %s failed", command.offset)
+                    self.matcher.reset()
+                    self.dead_letter(command.record, f"matcher error: {error}")
+                    self._checkpoint_only([command])
+        else:
+            self._dead_letters(result)
+        self.batches += 1
+        self.commands += len(commands)
+        self.relay.drain()
+
+    def _dead_letters(self, result: BatchResult) -> None:
+        for record, reason in result.dead:
+            self.dead_letter(record, reason)
+
+    def _checkpoint_only(self, commands: list[Command]) -> None:
+        last: dict[int, int] = {}
+        for command in commands:
+            last[command.partition] = max(last.get(command.partition, -1), command.offset)
+        now = timezone.now()
+        with transaction.atomic():
+            for partition, offset in last.items():
+                MatcherCheckpoint.objects.filter(
+                    topic=self.matcher.topic, partition=partition, offset__lt=offset
+                ).update(offset=offset, updated_at=now)
+                MatcherCheckpoint.objects.get_or_create(
+                    topic=self.matcher.topic,
+                    partition=partition,
+                    defaults={"offset": offset, "updated_at": now},
+                )
+        for partition, offset in last.items():
+            self.matcher.checkpoint[partition] = max(
+                self.matcher.checkpoint.get(partition, -1), offset
+            )
+
+    def tick(self, now: float) -> None:
+        pass

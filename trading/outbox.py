@@ -1,0 +1,237 @@
+"""The outbox relay: produce committed outbox rows to Kafka exactly once per row.
+
+One sender per topic at a time (a PostgreSQL advisory lock per topic, the "lane"). Each record
+carries its outbox id in a header. A row is marked sent, and the partition's cursor advanced,
+only after the broker acknowledged it. A new holder of a lane first reads its topic's tail from
+the cursors (never `end_offsets()`), marks every row it finds there as sent, and only then sends
+the rest: so a crash between produce and mark-sent never sends a row twice.
+See docs/decisions/0004-order-path-exactly-once.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from trading.models import Outbox, RelayCursor
+from tredye import kafka
+
+logger = logging.getLogger(__name__)
+
+LANE_LOCK_NAMESPACE = zlib.crc32(b"tredye.trading.outbox-lane") - 2**31
+OUTBOX_ID_HEADER = "outbox_id"
+
+
+def database_dsn() -> str:
+    """A libpq connection string for the default database (for lane locks)."""
+    params = connection.get_connection_params()
+    keys = ("host", "port", "dbname", "user", "password")
+    parts = {key: params.get(key) for key in keys if params.get(key) not in (None, "")}
+    return psycopg.conninfo.make_conninfo(**parts)
+
+
+class Lanes:
+    """Session advisory locks, one per topic, on a connection of their own.
+
+    The locks go with the connection: when the process dies, PostgreSQL frees them.
+    """
+
+    def __init__(self) -> None:
+        self.conn = psycopg.connect(database_dsn(), autocommit=True)
+        self.held: set[str] = set()
+
+    def _key(self, topic: str) -> int:
+        return zlib.crc32(f"{settings.KAFKA_TOPIC_PREFIX}{topic}".encode()) - 2**31
+
+    def acquire(self, topic: str, *, wait: bool) -> bool:
+        if topic in self.held:
+            return True
+        function = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        row = self.conn.execute(
+            f"SELECT {function}(%s, %s)::text",  # noqa: S608 - one of two constant names
+            [LANE_LOCK_NAMESPACE, self._key(topic)],
+        ).fetchone()
+        got = wait or (row is not None and row[0] == "true")
+        if got:
+            self.held.add(topic)
+        return got
+
+    def release(self, topic: str) -> None:
+        if topic in self.held:
+            self.conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [LANE_LOCK_NAMESPACE, self._key(topic)]
+            )
+            self.held.discard(topic)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def outbox_ids_on_topic(
+    *, topic: str, cursors: dict[int, int], idle_ms: int = 400, max_s: float = 60.0
+) -> tuple[set[int], dict[int, int]]:
+    """Read each partition of `topic` from its cursor to the end; return the outbox ids found
+    and the last offset seen per partition. The end is where nothing more arrives for `idle_ms`
+    (the broker's end_offsets is not trusted)."""
+    consumer = kafka.consumer(auto_offset_reset="earliest", max_poll_records=5000)
+    found: set[int] = set()
+    last: dict[int, int] = {}
+    try:
+        physical = kafka.topic(topic)
+        partitions = consumer.partitions_for_topic(physical) or set()
+        assigned = [TopicPartition(physical, p) for p in sorted(partitions)]
+        if not assigned:
+            return found, last
+        consumer.assign(assigned)
+        for tp in assigned:
+            if tp.partition in cursors:
+                consumer.seek(tp, cursors[tp.partition] + 1)
+            else:
+                consumer.seek_to_beginning(tp)
+        deadline = time.monotonic() + max_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=50)
+            if not batch:
+                if (time.monotonic() - quiet_since) * 1000 >= idle_ms:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            for tp, records in batch.items():
+                for record in records:
+                    last[tp.partition] = max(last.get(tp.partition, -1), record.offset)
+                    for name, value in record.headers or ():
+                        if name == OUTBOX_ID_HEADER:
+                            try:
+                                found.add(int(value))
+                            except ValueError:
+                                continue
+    finally:
+        consumer.close()
+    return found, last
+
+
+class Relay:
+    """Send the unsent outbox rows of some topics, each exactly once."""
+
+    def __init__(self, *, topics: Sequence[str], producer: KafkaProducer | None = None) -> None:
+        self.topics = list(topics)
+        self._producer = producer
+        self.recovered: set[str] = set()
+        self.sent = 0
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = kafka.producer(linger_ms=1)
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    def recover(self, topic: str) -> int:
+        """Mark as sent every row of `topic` already on the topic; return how many."""
+        physical = kafka.topic(topic)
+        cursors = dict(
+            RelayCursor.objects.filter(topic=physical).values_list("partition", "offset")
+        )
+        found, last = outbox_ids_on_topic(topic=topic, cursors=cursors)
+        marked = 0
+        with transaction.atomic():
+            if found:
+                marked = Outbox.objects.filter(
+                    pk__in=found, topic=topic, sent_at__isnull=True
+                ).update(sent_at=timezone.now())
+            _cursors_save(physical, last)
+        if marked:
+            logger.info("relay: %d %s rows were already on the topic", marked, topic)
+        self.recovered.add(topic)
+        return marked
+
+    def drain(self, *, limit: int = 5000) -> int:
+        """Send unsent rows (oldest first) until none is left; return how many were sent."""
+        total = 0
+        for topic in self.topics:
+            if topic not in self.recovered:
+                self.recover(topic)
+        while True:
+            rows = list(
+                Outbox.objects.filter(topic__in=self.topics, sent_at__isnull=True).order_by("pk")[
+                    :limit
+                ]
+            )
+            if not rows:
+                return total
+            self.send(rows)
+            total += len(rows)
+            if len(rows) < limit:
+                return total
+
+    def send(self, rows: Iterable[Outbox]) -> None:
+        """Produce the rows in order, wait for the broker, then mark them sent."""
+        producer = self.producer
+        futures = []
+        for row in rows:
+            value = kafka.encode(type=row.type, key=row.key, seq=row.seq, data=row.data, ts=row.ts)
+            future = producer.send(
+                kafka.topic(row.topic),
+                key=row.key.encode(),
+                value=value,
+                headers=[(OUTBOX_ID_HEADER, str(row.pk).encode())],
+            )
+            futures.append((row, future))
+        producer.flush(timeout=30)
+        sent: list[int] = []
+        offsets: dict[str, dict[int, int]] = {}
+        failed: set[str] = set()
+        for row, future in futures:
+            try:
+                metadata = future.get(timeout=0)
+            except KafkaError as error:
+                logger.warning("relay: produce of outbox row %s failed: %s", row.pk, error)
+                failed.add(row.topic)
+                continue
+            sent.append(row.pk)
+            per_topic = offsets.setdefault(metadata.topic, {})
+            per_topic[metadata.partition] = max(
+                per_topic.get(metadata.partition, -1), metadata.offset
+            )
+        with transaction.atomic():
+            if sent:
+                Outbox.objects.filter(pk__in=sent).update(sent_at=timezone.now())
+            for physical, last in offsets.items():
+                _cursors_save(physical, last)
+        self.sent += len(sent)
+        # What failed may still have reached the broker: read the tail again before resending.
+        self.recovered -= failed
+        if failed:
+            raise KafkaError(f"produce failed on {', '.join(sorted(failed))}")
+
+
+def _cursors_save(physical_topic: str, last: dict[int, int]) -> None:
+    if not last:
+        return
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        for partition, offset in last.items():
+            cursor.execute(
+                """
+                INSERT INTO trading_relaycursor (topic, partition, "offset", updated_at)
+                VALUES (%s, %s, %s, %s)
+                ON CONFLICT (topic, partition) DO UPDATE
+                   SET "offset" = GREATEST(trading_relaycursor."offset", EXCLUDED."offset"),
+                       updated_at = EXCLUDED.updated_at
+                """,
+                [physical_topic, partition, offset, now],
+            )

@@ -1,0 +1,51 @@
+"""Reads for trading: reference prices, a trader's orders, trades and positions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Q, QuerySet
+
+from accounts.models import Account
+from trading.models import BookState, Instrument, Order, Position, Trade
+
+
+def reference_price(*, instrument: Instrument) -> Decimal | None:
+    """The price the band is centred on: the feed's last price, else the last trade."""
+    try:
+        model = instrument.price_model  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - no price model (RelatedObjectDoesNotExist)
+        model = None
+    if model is not None:
+        return model.last_price or model.initial_price
+    try:
+        state = instrument.book_state
+    except BookState.DoesNotExist:
+        return None
+    return state.last_price
+
+
+def order_list(*, account: Account, open_only: bool = False, limit: int = 100) -> QuerySet[Order]:
+    """The account's orders, newest first."""
+    orders = Order.objects.filter(account=account).select_related("instrument")
+    if open_only:
+        orders = orders.filter(status__in=Order.OPEN_STATUSES)
+    return orders.order_by("-pk")[:limit]
+
+
+def order_get(*, account: Account, order_id: int) -> Order | None:
+    """One of the account's orders, or None (another account's order is None too)."""
+    return Order.objects.filter(account=account, pk=order_id).select_related("instrument").first()
+
+
+def trade_list(*, account: Account, limit: int = 100) -> QuerySet[Trade]:
+    """The account's trades, newest first."""
+    return (
+        Trade.objects.filter(Q(buyer=account) | Q(seller=account))
+        .select_related("instrument")
+        .order_by("-pk")[:limit]
+    )
+
+
+def position_list(*, account: Account) -> QuerySet[Position]:
+    return Position.objects.filter(account=account).select_related("instrument")

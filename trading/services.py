@@ -1,0 +1,428 @@
+"""Writes for trading: placing, canceling and replacing orders, halting instruments.
+
+The order services never touch the book: each validates, holds the funds, writes the order
+and an outbox row in one durable transaction. The relay produces the outbox to the `orders`
+topic after commit, and the matcher (trading/matcher.py) applies the command. See
+ARCHITECTURE.md §4 and docs/decisions/0004-order-path-exactly-once.md.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.exceptions import InsufficientFunds, LedgerError
+from accounts.lock_objects import accounts_lock
+from accounts.models import Account, Bucket, EntryKind
+from accounts.services import ledger_post, movement_entry
+from trading.exceptions import (
+    OrderNotOpen,
+    OrderRejected,
+    TradingError,
+    UnknownInstrument,
+    UnknownOrder,
+)
+from trading.lock_objects import orders_lock
+from trading.models import Instrument, Order, Outbox
+from trading.selectors import reference_price
+from trading.units import NotAMultiple, buy_hold, steps
+from tredye import kafka
+
+CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+PLACE = "order.place"
+CANCEL = "order.cancel"
+REPLACE = "order.replace"
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def _decimal(value: object, name: str, *, required: bool) -> Decimal | None:
+    if value is None or value == "":
+        if required:
+            raise OrderRejected(f"{name} is required", code=f"missing_{name}")
+        return None
+    if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str):
+        raise OrderRejected(
+            f"{name} must be a decimal string, not {type(value).__name__}", code=f"invalid_{name}"
+        )
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise OrderRejected(f"{name} {value!r} is not a number", code=f"invalid_{name}") from None
+    if not number.is_finite() or number <= 0:
+        raise OrderRejected(f"{name} must be a positive number", code=f"invalid_{name}")
+    if number >= Decimal(10) ** 19:
+        raise OrderRejected(f"{name} is too large", code=f"invalid_{name}")
+    return number
+
+
+def _choice(value: object, choices: type, name: str) -> str:
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in choices.values:
+        allowed = ", ".join(choices.values)
+        raise OrderRejected(f"{name} must be one of {allowed}", code=f"invalid_{name}")
+    return text  # type: ignore[return-value]
+
+
+def _on_grid(value: Decimal, step: Decimal, name: str, code: str) -> None:
+    try:
+        steps(value, step)
+    except NotAMultiple:
+        raise OrderRejected(
+            f"{name} {value.normalize():f} is not a multiple of {step.normalize():f}", code=code
+        ) from None
+
+
+def _band(instrument: Instrument) -> tuple[Decimal, Decimal] | None:
+    """The lowest and highest acceptable limit price, or None with no reference price."""
+    reference = reference_price(instrument=instrument)
+    if reference is None:
+        return None
+    width = reference * instrument.price_band_pct / 100
+    tick = instrument.tick_size
+    low = (reference - width) / tick
+    high = (reference + width) / tick
+    low_ticks = max(int(low.to_integral_value(rounding="ROUND_CEILING")), 1)
+    high_ticks = int(high.to_integral_value(rounding="ROUND_FLOOR"))
+    return low_ticks * tick, high_ticks * tick
+
+
+def _check_size(instrument: Instrument, quantity: Decimal) -> None:
+    _on_grid(quantity, instrument.lot_size, "quantity", "invalid_lot_size")
+    if quantity < instrument.min_quantity:
+        raise OrderRejected(
+            f"quantity is below the minimum of {instrument.min_quantity.normalize():f}",
+            code="quantity_too_small",
+        )
+    if instrument.max_quantity is not None and quantity > instrument.max_quantity:
+        raise OrderRejected(
+            f"quantity is above the maximum of {instrument.max_quantity.normalize():f}",
+            code="quantity_too_large",
+        )
+
+
+def _check_price(instrument: Instrument, price: Decimal, name: str = "price") -> None:
+    _on_grid(price, instrument.tick_size, name, "invalid_tick_size")
+    band = _band(instrument)
+    if band is not None and not band[0] <= price <= band[1]:
+        raise OrderRejected(
+            f"{name} {price.normalize():f} is outside the price band "
+            f"{band[0].normalize():f}–{band[1].normalize():f}",
+            code="price_outside_band",
+        )
+
+
+def _check_open(instrument: Instrument) -> None:
+    if instrument.status == Instrument.Status.HALTED:
+        raise OrderRejected(f"{instrument.symbol} is halted", code="instrument_halted")
+    if instrument.status != Instrument.Status.OPEN:
+        raise OrderRejected(f"{instrument.symbol} is closed", code="instrument_closed")
+
+
+def _instrument(symbol: object) -> Instrument:
+    if not isinstance(symbol, str) or not symbol:
+        raise UnknownInstrument(f"unknown instrument {symbol!r}")
+    instrument = (
+        Instrument.objects.select_related("base", "quote", "book_state", "price_model")
+        .filter(symbol=symbol.strip().upper())
+        .first()
+    )
+    if instrument is None:
+        raise UnknownInstrument(f"unknown instrument {symbol!r}")
+    return instrument
+
+
+def max_fee_rate(instrument: Instrument) -> Decimal:
+    return max(instrument.maker_fee_rate, instrument.taker_fee_rate)
+
+
+def hold_for(
+    *, instrument: Instrument, side: str, open_quantity: Decimal, price: Decimal
+) -> Decimal:
+    """What an order with this open quantity at most at `price` must hold."""
+    if side == Order.Side.SELL:
+        return open_quantity
+    return buy_hold(
+        quantity=open_quantity,
+        price=price,
+        fee_rate=max_fee_rate(instrument),
+        precision=instrument.quote.precision,
+    )
+
+
+def _outbox(*, type: str, symbol: str, seq: int, data: dict[str, Any]) -> Outbox:  # noqa: A002
+    return Outbox(topic=kafka.ORDERS, key=symbol, type=type, seq=seq, ts=kafka.now_ms(), data=data)
+
+
+def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None:
+    instrument = order.instrument
+    asset = instrument.quote if order.side == Order.Side.BUY else instrument.base
+    try:
+        ledger_post(
+            entries=[
+                movement_entry(
+                    kind=EntryKind.HOLD,
+                    source=account,
+                    source_bucket=Bucket.AVAILABLE,
+                    destination=account,
+                    destination_bucket=Bucket.HELD,
+                    asset=asset,
+                    amount=amount,
+                    reference=f"order {order.pk}",
+                    memo=memo,
+                )
+            ]
+        )
+    except InsufficientFunds as error:
+        raise OrderRejected(error.detail, code="insufficient_funds") from None
+    except LedgerError as error:  # e.g. an amount finer than the asset allows
+        raise OrderRejected(error.detail, code=error.code) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def order_place(
+    *,
+    account: Account,
+    symbol: str,
+    client_order_id: str,
+    side: str,
+    type: str = Order.Type.LIMIT,  # noqa: A002
+    quantity: Decimal | str,
+    price: Decimal | str | None = None,
+    stop_price: Decimal | str | None = None,
+    time_in_force: str = Order.TimeInForce.GTC,
+    post_only: bool = False,
+) -> Order:
+    """Validate an order, hold its funds and queue it for the matcher (status PENDING_NEW).
+
+    A `client_order_id` the account used before returns that order and creates nothing.
+    Raises OrderRejected (with a code such as invalid_tick_size, price_outside_band,
+    instrument_halted, account_frozen, insufficient_funds) or UnknownInstrument.
+    """
+    if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.match(client_order_id):
+        raise OrderRejected(
+            "client_order_id must be 1-64 letters, digits or . _ : -",
+            code="invalid_client_order_id",
+        )
+    side = _choice(side, Order.Side, "side")
+    order_type = _choice(type, Order.Type, "type")
+    tif = _choice(time_in_force, Order.TimeInForce, "time_in_force")
+    if not isinstance(post_only, bool):
+        raise OrderRejected("post_only must be true or false", code="invalid_post_only")
+    quantity = _decimal(quantity, "quantity", required=True)
+    has_limit = order_type in (Order.Type.LIMIT, Order.Type.STOP_LIMIT)
+    is_stop = order_type in (Order.Type.STOP, Order.Type.STOP_LIMIT)
+    price = _decimal(price, "price", required=has_limit)
+    stop_price = _decimal(stop_price, "stop_price", required=is_stop)
+    if not has_limit and price is not None:
+        raise OrderRejected(f"a {order_type} order takes no price", code="invalid_price")
+    if not is_stop and stop_price is not None:
+        raise OrderRejected(f"a {order_type} order takes no stop price", code="invalid_stop_price")
+    if post_only and (not has_limit or tif in (Order.TimeInForce.IOC, Order.TimeInForce.FOK)):
+        raise OrderRejected(
+            "post-only needs a limit price and a GTC or DAY time in force",
+            code="invalid_post_only",
+        )
+    instrument = _instrument(symbol)
+    if account.pk is None:
+        raise OrderRejected("the account does not exist", code="unknown_account")
+
+    locked = accounts_lock(account_ids=[account.pk]).get(account.pk)
+    if locked is None or locked.kind != Account.Kind.CUSTOMER:
+        raise OrderRejected("only a customer account can place orders", code="unknown_account")
+    existing = Order.objects.filter(account=locked, client_order_id=client_order_id).first()
+    if existing is not None:
+        return existing
+    if locked.is_frozen:
+        raise OrderRejected(f"account #{locked.pk} is frozen", code="account_frozen")
+    _check_open(instrument)
+    _check_size(instrument, quantity)
+    if price is not None:
+        _check_price(instrument, price)
+    if stop_price is not None:
+        _on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
+    protection = None
+    if not has_limit:
+        band = _band(instrument)
+        if band is None:
+            raise OrderRejected(
+                f"{instrument.symbol} has no reference price for a market order",
+                code="no_reference_price",
+            )
+        protection = band[1] if side == Order.Side.BUY else band[0]
+
+    hold = hold_for(
+        instrument=instrument, side=side, open_quantity=quantity, price=price or protection
+    )
+    now = timezone.now()
+    order = Order(
+        account=locked,
+        instrument=instrument,
+        client_order_id=client_order_id,
+        side=side,
+        type=order_type,
+        time_in_force=tif,
+        post_only=post_only,
+        quantity=quantity,
+        price=price,
+        stop_price=stop_price,
+        protection_price=protection,
+        held=hold,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        order.save(force_insert=True)
+    except IntegrityError as error:  # a value the database refuses (should be caught above)
+        raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
+    _hold(account=locked, order=order, amount=hold, memo=f"{side} {instrument.symbol}")
+    _outbox(type=PLACE, symbol=instrument.symbol, seq=0, data={"order_id": order.pk}).save(
+        force_insert=True
+    )
+    return order
+
+
+def _command(order: Order, *, type: str, data: dict[str, Any]) -> None:  # noqa: A002
+    order.command_seq += 1
+    order.updated_at = timezone.now()
+    order.save(update_fields=["command_seq", "updated_at"])
+    _outbox(
+        type=type,
+        symbol=order.instrument.symbol,
+        seq=order.command_seq,
+        data={"order_id": order.pk, "seq": order.command_seq, **data},
+    ).save(force_insert=True)
+
+
+def _locked_order(account: Account, order_id: object) -> Order:
+    if isinstance(order_id, bool) or not isinstance(order_id, int):
+        raise UnknownOrder(f"unknown order {order_id!r}")
+    accounts_lock(account_ids=[account.pk])
+    order = orders_lock(order_ids=[order_id]).get(order_id)
+    if order is None or order.account_id != account.pk:
+        raise UnknownOrder(f"unknown order {order_id!r}")
+    return order
+
+
+@transaction.atomic(durable=True)
+def order_cancel(
+    *, account: Account, order_id: int, quantity: Decimal | str | None = None
+) -> Order:
+    """Ask the matcher to cancel an order (or to reduce it by `quantity`).
+
+    Works while the instrument is halted. Raises UnknownOrder (also for another account's
+    order), OrderNotOpen, or OrderRejected for a bad quantity.
+    """
+    order = _locked_order(account, order_id)
+    if not order.is_open:
+        raise OrderNotOpen(f"order {order.pk} is {order.status}")
+    reduce_by = _decimal(quantity, "quantity", required=False)
+    if reduce_by is not None:
+        _on_grid(reduce_by, order.instrument.lot_size, "quantity", "invalid_lot_size")
+    _command(
+        order,
+        type=CANCEL,
+        data={"quantity": None if reduce_by is None else f"{reduce_by.normalize():f}"},
+    )
+    return order
+
+
+@transaction.atomic(durable=True)
+def order_replace(
+    *,
+    account: Account,
+    order_id: int,
+    quantity: Decimal | str,
+    price: Decimal | str | None = None,
+) -> Order:
+    """Ask the matcher to change a live order's total quantity and limit price.
+
+    Holds more funds first when the new order needs more. Raises UnknownOrder, OrderNotOpen
+    (final, or not yet accepted: code order_pending), OrderRejected.
+    """
+    order = _locked_order(account, order_id)
+    if order.status == Order.Status.PENDING_NEW:
+        raise OrderNotOpen(f"order {order.pk} is not in the book yet", code="order_pending")
+    if not order.is_open:
+        raise OrderNotOpen(f"order {order.pk} is {order.status}")
+    if order.type not in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
+        raise OrderRejected("only limit orders can be replaced", code="not_replaceable")
+    instrument = order.instrument
+    _check_open(instrument)
+    new_quantity = _decimal(quantity, "quantity", required=True)
+    new_price = _decimal(price, "price", required=False) or order.price
+    _check_size(instrument, new_quantity)
+    if new_quantity <= order.filled_quantity:
+        raise OrderRejected(
+            "the new quantity must exceed what is already filled", code="quantity_too_small"
+        )
+    if new_price != order.price:
+        _check_price(instrument, new_price)
+    need = hold_for(
+        instrument=instrument,
+        side=order.side,
+        open_quantity=new_quantity - order.filled_quantity,
+        price=new_price,
+    )
+    if need > order.held:
+        extra = need - order.held
+        _hold(account=order.account, order=order, amount=extra, memo="replace")
+        order.held = need
+        order.save(update_fields=["held"])
+    _command(
+        order,
+        type=REPLACE,
+        data={"quantity": f"{new_quantity.normalize():f}", "price": f"{new_price.normalize():f}"},
+    )
+    return order
+
+
+@transaction.atomic(durable=True)
+def cancel_all(*, account: Account, symbol: str | None = None) -> list[Order]:
+    """Ask the matcher to cancel every open order of the account (on one instrument)."""
+    accounts_lock(account_ids=[account.pk])
+    open_orders = Order.objects.filter(account=account, status__in=Order.OPEN_STATUSES)
+    if symbol is not None:
+        open_orders = open_orders.filter(instrument=_instrument(symbol))
+    ids = list(open_orders.values_list("pk", flat=True))
+    orders = list(orders_lock(order_ids=ids).values())
+    for order in orders:
+        if order.is_open:
+            _command(order, type=CANCEL, data={"quantity": None})
+    return orders
+
+
+@transaction.atomic(durable=True)
+def instrument_status_set(*, symbol: str, status: str) -> Instrument:
+    """Halt, resume or close an instrument. Raises UnknownInstrument or TradingError."""
+    if status not in Instrument.Status.values:
+        raise TradingError(f"unknown status {status!r}", code="invalid_status")
+    instrument = _instrument(symbol)
+    Instrument.objects.filter(pk=instrument.pk).update(status=status)
+    instrument.status = status
+    return instrument
+
+
+def floor_quantity(instrument: Instrument, value: Decimal) -> Decimal:
+    """Round a quantity down to the instrument's lot size (for bots and the UI)."""
+    lots = int(value / instrument.lot_size)
+    return lots * instrument.lot_size
+
+
+def round_price(instrument: Instrument, value: Decimal, *, up: bool) -> Decimal:
+    """Round a price to the instrument's tick, up or down."""
+    ticks = value / instrument.tick_size
+    whole = ticks.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR")
+    return whole * instrument.tick_size
