@@ -67,15 +67,15 @@ class Broadcaster:
             self._redis.hset(snapshot_key(), mapping=texts),
         )
 
-    def publish_status(self, status: dict) -> None:
-        """Tell every socket how the platform is doing, and keep it for new sockets."""
-        self._call(self._publish_status(status))
+    def publish_status(self, status: dict, *, changed: bool) -> None:
+        """Keep the platform status where sockets read it (it expires unless refreshed, so a
+        dead stream worker shows as down), and tell every socket at once when it `changed`."""
+        self._call(self._publish_status(status, changed))
 
-    async def _publish_status(self, status: dict) -> None:
-        await asyncio.gather(
-            self._layer.group_send(STATUS_GROUP, {"type": "status.message", "status": status}),
-            self._redis.set(status_key(), json.dumps(status), ex=STATUS_TTL_S),
-        )
+    async def _publish_status(self, status: dict, changed: bool) -> None:
+        await self._redis.set(status_key(), json.dumps(status), ex=STATUS_TTL_S)
+        if changed:
+            await self._layer.group_send(STATUS_GROUP, {"type": "status.message", "status": status})
 
     def close(self) -> None:
         try:

@@ -72,7 +72,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "idle_timeout_s": settings.WS_IDLE_TIMEOUT_S,
             }
         )
-        await self._send_json({"op": "status", **await self._current_status()})
+        self.status: dict = {}
+        await self._send_status(await self._current_status())
 
     async def dispatch(self, message: dict) -> None:
         # Channels' dispatch runs close_old_connections() through sync_to_async before every
@@ -193,7 +194,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self._queue(channel, text)
 
     async def status_message(self, event: dict) -> None:
-        await self._send_json({"op": "status", "stream": "up", **event["status"]})
+        await self._send_status({"stream": "up", **event["status"]})
+
+    async def _send_status(self, status: dict) -> None:
+        """Tell the client how the platform is doing, when that differs from what it knows."""
+        if status != self.status:
+            self.status = status
+            await self._send_json({"op": "status", **status})
 
     def _queue(self, channel: str, text: str) -> None:
         self.pending[channel] = text  # latest wins: bounded by the subscriptions
@@ -219,6 +226,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_IDLE)
                 return
             await self._send_json({"op": "heartbeat", "ts": time.time_ns() // 1_000_000})
+            # A stream worker that stopped reporting has let its status expire: say so.
+            await self._send_status(await self._current_status())
 
     async def _error(self, code: str, detail: str, **extra: object) -> None:
         await self._send_json({"op": "error", "code": code, "detail": detail, **extra})

@@ -136,7 +136,7 @@ class StreamWorker(KafkaWorker):
         }
         self.last_status_at = now
         try:
-            self.broadcaster.publish_status(status | {"ts": kafka.now_ms()})
+            self.broadcaster.publish_status(status, changed=status != self.status)
         except (RedisError, OSError, TimeoutError):
             return
         if status != self.status:

@@ -233,3 +233,28 @@ async def test_a_foreign_or_missing_origin_is_refused(isolated, origin):
     communicator = WebsocketCommunicator(application, "/ws/stream/", headers=headers)
     connected, _ = await communicator.connect()
     assert not connected
+
+
+async def test_a_socket_is_told_when_the_stream_worker_stops_reporting(isolated):
+    import redis.asyncio as aioredis
+
+    from marketdata.selectors import status_key
+
+    isolated.WS_HEARTBEAT_INTERVAL_S = 0.2
+    client = aioredis.from_url(isolated.REDIS_URL)
+    await client.set(status_key(), json.dumps({"kafka": "up", "feed": "live"}), ex=60)
+    communicator = WebsocketCommunicator(application, "/ws/stream/", headers=[ORIGIN])
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from())["op"] == "welcome"
+    assert await communicator.receive_json_from() == {
+        "op": "status",
+        "stream": "up",
+        "kafka": "up",
+        "feed": "live",
+    }
+    # the worker dies: its status key expires
+    await client.delete(status_key())
+    frames = [await communicator.receive_json_from(timeout=1) for _ in range(2)]
+    assert {"op": "status", "stream": "down"} in frames
+    await communicator.disconnect()
+    await client.aclose()
