@@ -1,19 +1,22 @@
 """A price-time-priority limit order book for one instrument.
 
-Layout, chosen for CPython speed (see README.md for the measurements):
+Layout, chosen for CPython speed (README.md has the measurements):
 
-- each side is a dict ``price -> _Level`` plus a sorted list of keys (``price`` for bids,
-  ``-price`` for asks) so that the best level of either side is always ``keys[-1]``;
-  a new level is inserted with ``bisect.insort``, the best level is removed with ``pop()``;
-- a level is a ``deque`` of ``_Resting`` nodes in time priority. Cancelling sets the node's
-  open quantity to 0 and leaves it in the deque ("lazy deletion"); matching skips and drops
-  such nodes, and a level with many of them is compacted;
-- pending stops sit in per-side buckets ``stop_price -> [stops in time order]`` with a sorted
-  key list and a cached "next trigger price" so a trade checks them with one comparison.
+- Each side is a dict ``price -> _Level`` plus a sorted list of keys (``price`` for bids,
+  ``-price`` for asks), so the best level of either side is ``keys[-1]``: a new level is
+  inserted with ``bisect.insort`` (usually an append), the best level leaves with ``pop()``.
+- A level is a ``deque`` of resting nodes in time priority. A node is a small list
+  ``[open_qty, order, level]`` (a list is far cheaper to create and free than an object):
+  ``order`` is the caller's frozen ``Order`` (or one the book made for a replace), so the
+  node stores nothing else. Cancelling sets ``open_qty`` to 0 and leaves the node in the deque
+  ("lazy deletion"); matching drops such nodes, and a level is compacted when they pile up.
+  A level's ``total`` is the open quantity of its live nodes, so ``total == 0`` means empty.
+- Pending stops sit in per-side buckets ``stop_price -> [stops in time order]`` with a sorted
+  key list and a cached "next trigger price", so a trade checks them with one comparison.
+- One dict ``_live`` maps every live order id to its node (resting) or ``_Stop`` (pending).
 
-Comments in the hot paths (``submit``, ``cancel``, ``_take``) explain the tricks: enum members
-are compared by identity, events are built through their slot-compatible builders (see
-``events.py``), and work is inlined where a call would cost more than the work.
+In the hot paths (``submit``, ``cancel``, ``_take``) enum members are compared by identity and
+events are built through their slot-compatible builders (see ``events.py``).
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from trading.engine.events import (
     Canceled,
     CanceledBuilder,
     Event,
-    Replaced,
     Trade,
     TradeBuilder,
     accepted,
     book_delta,
+    builder_for,
     canceled,
     expired,
     rejected,
+    replaced,
     triggered,
 )
 from trading.engine.types import Order, OrderType, Reason, SelfTradePrevention, Side, TimeInForce
@@ -58,74 +62,45 @@ _FOK = TimeInForce.FOK
 _DAY = TimeInForce.DAY
 _CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST
 _CANCEL_OLDEST = SelfTradePrevention.CANCEL_OLDEST
-_CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
 
 _INF = float("inf")
 _NEG_INF = -_INF
 
-# Reasons as module globals, so the hot path does not look them up on a class.
 _USER = Reason.USER
 _SELF_TRADE = Reason.SELF_TRADE
 _IOC_REMAINDER = Reason.IOC_REMAINDER
 _NO_LIQUIDITY = Reason.NO_LIQUIDITY
 
-# A level whose deque holds more than 2 * live + _COMPACT_SLACK nodes is compacted.
-_COMPACT_SLACK = 16
+# A level is compacted (its dead nodes dropped) when its deque grows past ``limit`` nodes;
+# the limit then becomes twice the live count, at least _COMPACT_MIN: amortised O(1).
+_COMPACT_MIN = 32
 
 SNAPSHOT_VERSION = 1
 
+_OrderBuilder = builder_for(Order)
+
+# Indexes into a resting node ``[open_qty, order, level]``.
+_QTY = 0
+_ORDER = 1
+
 
 class _Level(deque):  # type: ignore[type-arg]
-    """Orders at one price in time priority; may contain dead nodes (qty == 0)."""
+    """Nodes at one price in time priority, possibly with dead ones (open qty 0)."""
 
-    __slots__ = ("total", "live")
+    __slots__ = ("total", "limit")
 
-    total: int  # open quantity of the live nodes
-    live: int  # number of live nodes
-
-
-class _Resting:
-    """A live order in the book. ``qty`` is its open quantity; 0 marks a dead node."""
-
-    __slots__ = ("id", "account", "side", "price", "qty", "tif", "post_only", "seq", "level")
-
-    id: int
-    account: int
-    side: Side
-    price: int
-    qty: int
-    tif: TimeInForce
-    post_only: bool
-    seq: int  # priority stamp: lower entered its level earlier
-    level: _Level
+    total: int  # open quantity of the live nodes; 0 means the level is empty
+    limit: int  # compact when the deque grows beyond this
 
 
 class _Stop:
-    """A pending stop or stop-limit order."""
+    """A pending stop or stop-limit order: the order and its open quantity."""
 
-    __slots__ = (
-        "id",
-        "account",
-        "side",
-        "type",
-        "qty",
-        "price",
-        "stop_price",
-        "tif",
-        "post_only",
-        "seq",
-    )
+    __slots__ = ("order", "qty")
 
-    id: int
-    account: int
-    side: Side
-    type: OrderType
-    qty: int
-    price: int | None
-    stop_price: int
-    tif: TimeInForce
-    post_only: bool
-    seq: int
+    def __init__(self, order: Order, qty: int) -> None:
+        self.order = order
+        self.qty = qty
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +117,14 @@ class OrderView:
     tif: TimeInForce
     post_only: bool
     pending: bool
-    seq: int
 
 
 def _check(order: Order) -> str | None:
-    """Return why ``order`` is invalid, or None. The first failing check wins, in this order:
-    id, account, side, qty, tif, type, price, stop price, post-only."""
+    """Return why ``order`` is invalid, or None.
+
+    The first failing check wins, in this order: id, account, side, qty, time in force,
+    type, price, stop price, post-only.
+    """
     if type(order.id) is not int:
         return Reason.INVALID_ID
     if type(order.account_id) is not int:
@@ -191,12 +168,29 @@ def _check(order: Order) -> str | None:
     return None
 
 
-class OrderBook:
-    """A deterministic price-time-priority order book. See README.md for the semantics.
+def _amended(order: Order, qty: int, price: int | None, stop_price: int | None) -> Order:
+    """Return a copy of ``order`` with new quantity and prices (fast frozen construction)."""
+    new = _OrderBuilder()
+    new.id = order.id
+    new.account_id = order.account_id
+    new.side = order.side
+    new.type = order.type
+    new.qty = qty
+    new.price = price
+    new.stop_price = stop_price
+    new.tif = order.tif
+    new.post_only = order.post_only
+    new.__class__ = Order
+    return new  # type: ignore[no-any-return]
 
-    Every public method takes the caller's timestamp ``ts`` (used only to stamp trades) and
-    returns the events it caused, in order. None of them raises on bad input except
-    ``load_resting`` and ``restore``, which take trusted data.
+
+class OrderBook:
+    """A deterministic price-time-priority order book. README.md describes the semantics.
+
+    Every command method takes the caller's timestamp ``ts`` (used only to stamp trades) and
+    returns the events it caused, in order. Commands never raise on bad values: they return
+    ``Rejected``. ``load_resting``, ``restore`` and the ``last_price`` setter take trusted data
+    and raise ``ValueError`` when it is wrong.
     """
 
     __slots__ = (
@@ -206,8 +200,7 @@ class OrderBook:
         "_asks",
         "_bid_keys",
         "_ask_keys",
-        "_orders",
-        "_stops",
+        "_live",
         "_buy_stops",
         "_sell_stops",
         "_buy_stop_keys",
@@ -217,7 +210,6 @@ class OrderBook:
         "_pending",
         "_last_price",
         "_trade_seq",
-        "_seq",
     )
 
     def __init__(
@@ -229,8 +221,7 @@ class OrderBook:
         self._asks: dict[int, _Level] = {}
         self._bid_keys: list[int] = []  # bid prices ascending: best is last
         self._ask_keys: list[int] = []  # negated ask prices ascending: best is last
-        self._orders: dict[int, _Resting] = {}
-        self._stops: dict[int, _Stop] = {}
+        self._live: dict[int, Any] = {}  # id -> resting node (a list) or _Stop
         self._buy_stops: dict[int, list[_Stop]] = {}
         self._sell_stops: dict[int, list[_Stop]] = {}
         self._buy_stop_keys: list[int] = []  # -stop_price ascending: next to trigger is last
@@ -240,7 +231,6 @@ class OrderBook:
         self._pending: deque[_Stop] = deque()  # triggered stops waiting to run
         self._last_price: int | None = None
         self._trade_seq = 0
-        self._seq = 0
 
     # ------------------------------------------------------------------ reading
 
@@ -286,7 +276,7 @@ class OrderBook:
         """The last trade price, which stops trigger on; None before the first trade.
 
         Assigning it sets the reference price without triggering anything (for rebuilding a
-        book); ``set_last_price`` sets it and triggers the stops it reaches.
+        book); ``set_last_price`` sets it and runs the stops it triggers.
         """
         return self._last_price
 
@@ -303,71 +293,48 @@ class OrderBook:
 
     def __len__(self) -> int:
         """Return the number of live orders, resting or pending."""
-        return len(self._orders) + len(self._stops)
+        return len(self._live)
 
     def __contains__(self, order_id: object) -> bool:
-        return order_id in self._orders or order_id in self._stops
+        return order_id in self._live
 
     def open_qty(self, order_id: int) -> int | None:
         """Return the open quantity of a live order (resting or pending), or None."""
-        node = self._orders.get(order_id)
-        if node is not None:
-            return node.qty
-        stop = self._stops.get(order_id)
-        return None if stop is None else stop.qty
+        node = self._live.get(order_id)
+        if node is None:
+            return None
+        return node.qty if type(node) is _Stop else node[_QTY]
 
     def get(self, order_id: int) -> OrderView | None:
         """Return a view of a live order (resting or pending stop), or None."""
-        node = self._orders.get(order_id)
-        if node is not None:
-            return OrderView(
-                node.id,
-                node.account,
-                node.side,
-                _LIMIT,
-                node.qty,
-                node.price,
-                None,
-                node.tif,
-                node.post_only,
-                False,
-                node.seq,
-            )
-        stop = self._stops.get(order_id)
-        if stop is None:
+        node = self._live.get(order_id)
+        if node is None:
             return None
+        if type(node) is _Stop:
+            order, qty, pending = node.order, node.qty, True
+        else:
+            order, qty, pending = node[_ORDER], node[_QTY], False
         return OrderView(
-            stop.id,
-            stop.account,
-            stop.side,
-            stop.type,
-            stop.qty,
-            stop.price,
-            stop.stop_price,
-            stop.tif,
-            stop.post_only,
-            True,
-            stop.seq,
+            order.id,
+            order.account_id,
+            order.side,
+            order.type,
+            qty,
+            order.price,
+            order.stop_price,
+            order.tif,
+            order.post_only,
+            pending,
         )
 
     def orders(self) -> list[OrderView]:
-        """Return every live order: bids then asks best first in time priority, then stops."""
-        views: list[OrderView] = []
-        for keys, levels, sign in (
-            (self._bid_keys, self._bids, 1),
-            (self._ask_keys, self._asks, -1),
-        ):
-            for key in reversed(keys):
-                for node in levels[key * sign]:
-                    if node.qty:
-                        view = self.get(node.id)
-                        assert view is not None
-                        views.append(view)
+        """Return every live order: bids then asks, best first in time priority, then stops."""
+        views = []
+        for node in self._resting_in_priority():
+            views.append(self.get(node[_ORDER].id))
         for stop in self._stops_in_priority():
-            view = self.get(stop.id)
-            assert view is not None
-            views.append(view)
-        return views
+            views.append(self.get(stop.order.id))
+        return views  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ submit
 
@@ -376,19 +343,18 @@ class OrderBook:
         oid = order.id
         if type(oid) is not int:
             return [rejected(oid, Reason.INVALID_ID)]
-        if oid in self._orders or oid in self._stops:
+        live = self._live
+        if oid in live:
             return [rejected(oid, Reason.DUPLICATE_ID)]
-        otype = order.type
         tif = order.tif
-        if otype is not _LIMIT or (tif is not _GTC and tif is not _DAY) or order.post_only:
-            return self._submit_general(order, ts)
-        # Fast path: a plain GTC or DAY limit order. Validate inline (same order as _check).
-        account = order.account_id
+        if order.type is not _LIMIT or (tif is not _GTC and tif is not _DAY) or order.post_only:
+            return self._submit_other(order, ts)
+        # Fast path: a plain GTC or DAY limit order, validated inline (same checks as _check).
         side = order.side
         qty = order.qty
         price = order.price
         if (
-            type(account) is not int
+            type(order.account_id) is not int
             or (side is not _BUY and side is not _SELL)
             or type(qty) is not int
             or qty <= 0
@@ -397,55 +363,31 @@ class OrderBook:
             or order.stop_price is not None
             or order.post_only is not False
         ):
-            reason = _check(order)
-            assert reason is not None
-            return [rejected(oid, reason)]
+            return [rejected(oid, _check(order))]  # type: ignore[arg-type]
 
         event = AcceptedBuilder()
         event.order_id = oid
         event.__class__ = Accepted
-        events: list[Any] = [event]
-
         if side is _BUY:
             opposite = self._ask_keys
             if opposite and opposite[-1] >= -price:
-                qty = self._take(oid, account, side, -price, qty, events, ts)
-                if not qty:
-                    if self._pending:
-                        self._run_pending(events, ts)
-                    return events
+                return self._submit_crossing(order, event, -price, ts)
             levels = self._bids
             keys = self._bid_keys
             key = price
         else:
             opposite = self._bid_keys
             if opposite and opposite[-1] >= price:
-                qty = self._take(oid, account, side, price, qty, events, ts)
-                if not qty:
-                    if self._pending:
-                        self._run_pending(events, ts)
-                    return events
+                return self._submit_crossing(order, event, price, ts)
             levels = self._asks
             keys = self._ask_keys
             key = -price
-
-        # Rest the remainder (inlined _rest).
-        node = _Resting()
-        node.id = oid
-        node.account = account
-        node.side = side
-        node.price = price
-        node.qty = qty
-        node.tif = tif
-        node.post_only = False
-        seq = self._seq + 1
-        self._seq = seq
-        node.seq = seq
+        # Rest it (an inlined _rest).
         level = levels.get(price)
         if level is None:
             level = _Level()
             level.total = total = qty
-            level.live = 1
+            level.limit = _COMPACT_MIN
             levels[price] = level
             if not keys or key > keys[-1]:
                 keys.append(key)
@@ -453,82 +395,56 @@ class OrderBook:
                 insort(keys, key)
         else:
             level.total = total = level.total + qty
-            level.live += 1
+        node = [qty, order, level]
         level.append(node)
-        node.level = level
-        self._orders[oid] = node
+        live[oid] = node
         delta = BookDeltaBuilder()
         delta.side = side
         delta.price = price
         delta.qty = total
         delta.__class__ = BookDelta
-        events.append(delta)
+        return [event, delta]
+
+    def _submit_crossing(self, order: Order, event: Accepted, bound: int, ts: int) -> list[Event]:
+        """Finish ``submit`` for a valid GTC/DAY limit order that crosses the book."""
+        events: list[Any] = [event]
+        qty = self._take(order.id, order.account_id, order.side, bound, order.qty, events, ts)
+        if qty:
+            self._rest(order, qty, events)
         if self._pending:
             self._run_pending(events, ts)
         return events
 
-    def _submit_general(self, order: Order, ts: int) -> list[Event]:
-        """Submit any order type (the fast path in ``submit`` handles plain limits)."""
+    def _submit_other(self, order: Order, ts: int) -> list[Event]:
+        """Submit any order that is not a plain GTC/DAY limit order."""
         oid = order.id
         reason = _check(order)
         if reason is not None:
             return [rejected(oid, reason)]
+        events: list[Event] = []
         otype = order.type
         if otype is _STOP or otype is _STOP_LIMIT:
-            stop = _Stop()
-            stop.id = oid
-            stop.account = order.account_id
-            stop.side = order.side
-            stop.type = otype
-            stop.qty = order.qty
-            stop.price = order.price
-            stop.stop_price = order.stop_price  # type: ignore[assignment]
-            stop.tif = order.tif
-            stop.post_only = order.post_only
-            self._seq += 1
-            stop.seq = self._seq
-            events: list[Event] = [accepted(oid)]
-            if self._reached(stop.side, stop.stop_price):
+            events.append(accepted(oid))
+            stop = _Stop(order, order.qty)
+            if self._reached(order.side, order.stop_price):  # type: ignore[arg-type]
                 self._pending.append(stop)
-                self._run_pending(events, ts)
             else:
                 self._park(stop)
-            return events
-        events = []
-        self._execute(
-            oid,
-            order.account_id,
-            order.side,
-            order.price,
-            order.qty,
-            order.tif,
-            order.post_only,
-            events,
-            ts,
-            True,
-        )
+        else:
+            self._execute(order, order.qty, events, ts, True)
         if self._pending:
             self._run_pending(events, ts)
         return events
 
-    def _execute(
-        self,
-        oid: int,
-        account: int,
-        side: Side,
-        price: int | None,
-        qty: int,
-        tif: TimeInForce,
-        post_only: bool,
-        events: list[Event],
-        ts: int,
-        fresh: bool,
-    ) -> None:
-        """Run a validated order (``price`` None = market) that is not in the book yet.
+    def _execute(self, order: Order, qty: int, events: list[Any], ts: int, fresh: bool) -> None:
+        """Run a valid order that is not in the book yet (a market order has price None).
 
         ``fresh`` orders have not been accepted: a post-only or FOK failure rejects them.
         Triggered stops were accepted when parked: such a failure cancels them instead.
         """
+        oid = order.id
+        side = order.side
+        price = order.price
         if side is _BUY:
             opposite = self._ask_keys
             bound = _NEG_INF if price is None else -price
@@ -536,13 +452,14 @@ class OrderBook:
             opposite = self._bid_keys
             bound = _NEG_INF if price is None else price
         crosses = bool(opposite) and opposite[-1] >= bound
-        if post_only and crosses:
+        tif = order.tif
+        if order.post_only and crosses:
             if fresh:
                 events.append(rejected(oid, Reason.POST_ONLY_WOULD_CROSS))
             else:
                 events.append(canceled(oid, qty, 0, Reason.POST_ONLY_WOULD_CROSS))
             return
-        if tif is _FOK and (not crosses or self._fillable(account, side, bound, qty) < qty):
+        if tif is _FOK and (not crosses or self._fillable(order, bound, qty) < qty):
             if fresh:
                 events.append(rejected(oid, Reason.FOK_UNFILLABLE))
             else:
@@ -551,7 +468,7 @@ class OrderBook:
         if fresh:
             events.append(accepted(oid))
         if crosses:
-            qty = self._take(oid, account, side, bound, qty, events, ts)
+            qty = self._take(oid, order.account_id, side, bound, qty, events, ts)
             if not qty:
                 return
         if price is None:
@@ -559,7 +476,7 @@ class OrderBook:
         elif tif is _IOC or tif is _FOK:
             events.append(canceled(oid, qty, 0, _IOC_REMAINDER))
         else:
-            self._rest(oid, account, side, price, qty, tif, post_only, events)
+            self._rest(order, qty, events)
 
     # ------------------------------------------------------------------ matching
 
@@ -575,9 +492,9 @@ class OrderBook:
     ) -> int:
         """Match ``qty`` of an incoming order against the opposite side; return what is left.
 
-        ``bound`` is the worst acceptable opposite *key* (``-limit`` for a buy, ``limit`` for a
-        sell, -inf for a market order). If self-trade prevention cancels the incoming order,
-        its ``Canceled`` event is emitted here and 0 is returned.
+        ``bound`` is the worst acceptable opposite *key*: ``-limit`` for a buy, ``limit`` for
+        a sell, -inf for a market order. When self-trade prevention cancels the incoming
+        order, its ``Canceled`` event is emitted here and 0 is returned.
         """
         if side is _BUY:
             keys = self._ask_keys
@@ -589,7 +506,7 @@ class OrderBook:
             levels = self._bids
             maker_side = _BUY
             sign = 1
-        orders = self._orders
+        live = self._live
         trade_seq = self._trade_seq
         append = events.append
         while keys:
@@ -598,54 +515,41 @@ class OrderBook:
                 break
             price = key * sign
             level = levels[price]
-            total = level.total
+            start_total = total = level.total
             traded = False
             while True:
                 node = level[0]
-                maker_qty = node.qty
-                if not maker_qty:  # dead node left by a cancel
+                maker_qty = node[0]
+                if not maker_qty:  # dead: left behind by a cancel
                     level.popleft()
                     continue
-                if node.account == taccount:
-                    stp = self.stp
-                    if stp is not _CANCEL_NEWEST:
-                        # CANCEL_OLDEST or CANCEL_BOTH: the resting order goes.
-                        node.qty = 0
-                        level.popleft()
-                        del orders[node.id]
-                        level.live -= 1
-                        total -= maker_qty
-                        append(canceled(node.id, maker_qty, 0, _SELF_TRADE))
-                    if stp is not _CANCEL_OLDEST:
-                        append(canceled(tid, qty, 0, _SELF_TRADE))
-                        qty = 0
-                        break
-                    if not level.live:
+                maker = node[1]
+                if maker.account_id == taccount:
+                    total, qty = self._prevent_self_trade(node, level, total, tid, qty, events)
+                    if not qty or not total:
                         break
                     continue
                 if maker_qty <= qty:
                     qty -= maker_qty
                     fill = maker_qty
                     maker_qty = 0
-                    node.qty = 0
                     level.popleft()
-                    del orders[node.id]
-                    level.live -= 1
+                    del live[maker.id]
                 else:
                     maker_qty -= qty
-                    node.qty = maker_qty
+                    node[0] = maker_qty
                     fill = qty
                     qty = 0
                 total -= fill
                 trade_seq += 1
                 traded = True
                 trade = TradeBuilder()
-                trade.maker_order_id = node.id
+                trade.maker_order_id = maker.id
                 trade.taker_order_id = tid
                 trade.price = price
                 trade.qty = fill
                 trade.aggressor_side = side
-                trade.maker_account_id = node.account
+                trade.maker_account_id = maker.account_id
                 trade.taker_account_id = taccount
                 trade.maker_remaining = maker_qty
                 trade.taker_remaining = qty
@@ -653,9 +557,9 @@ class OrderBook:
                 trade.ts = ts
                 trade.__class__ = Trade
                 append(trade)
-                if not qty or not level.live:
+                if not qty or not total:
                     break
-            if total != level.total:
+            if total != start_total:
                 level.total = total
                 delta = BookDeltaBuilder()
                 delta.side = maker_side
@@ -663,9 +567,10 @@ class OrderBook:
                 delta.qty = total
                 delta.__class__ = BookDelta
                 append(delta)
-            if not level.live:
-                keys.pop()
-                del levels[price]
+                if not total:
+                    keys.pop()
+                    del levels[price]
+                    level.clear()  # drop dead nodes (they point back at the level)
             if traded:
                 self._last_price = price
                 if price >= self._buy_trigger or price <= self._sell_trigger:
@@ -675,10 +580,28 @@ class OrderBook:
         self._trade_seq = trade_seq
         return qty
 
-    def _fillable(self, account: int, side: Side, bound: float, want: int) -> int:
-        """Return how much of ``want`` an incoming order could fill (at least up to ``want``),
-        stopping where self-trade prevention would stop it."""
-        if side is _BUY:
+    def _prevent_self_trade(
+        self, node: list[Any], level: _Level, total: int, tid: int, qty: int, events: list[Any]
+    ) -> tuple[int, int]:
+        """Apply the STP mode when the incoming order meets its own account's node at the
+        head of ``level``; return the level's new total and the incoming open quantity."""
+        stp = self.stp
+        if stp is not _CANCEL_NEWEST:  # CANCEL_OLDEST or CANCEL_BOTH: the resting one goes
+            maker_qty = node[0]
+            node[0] = 0
+            level.popleft()
+            del self._live[node[1].id]
+            total -= maker_qty
+            events.append(canceled(node[1].id, maker_qty, 0, _SELF_TRADE))
+        if stp is not _CANCEL_OLDEST:  # CANCEL_NEWEST or CANCEL_BOTH: the incoming one goes
+            events.append(canceled(tid, qty, 0, _SELF_TRADE))
+            qty = 0
+        return total, qty
+
+    def _fillable(self, order: Order, bound: float, want: int) -> int:
+        """Return how much of ``want`` the incoming ``order`` could fill (counting up to
+        ``want``), stopping where self-trade prevention would stop it."""
+        if order.side is _BUY:
             keys = self._ask_keys
             levels = self._asks
             sign = -1
@@ -686,51 +609,34 @@ class OrderBook:
             keys = self._bid_keys
             levels = self._bids
             sign = 1
+        account = order.account_id
         skip_own = self.stp is _CANCEL_OLDEST
         total = 0
         for key in reversed(keys):
             if key < bound:
                 break
             for node in levels[key * sign]:
-                if not node.qty:
+                if not node[_QTY]:
                     continue
-                if node.account == account:
+                if node[_ORDER].account_id == account:
                     if skip_own:
                         continue
                     return total
-                total += node.qty
+                total += node[_QTY]
                 if total >= want:
                     return total
         return total
 
-    def _rest(
-        self,
-        oid: int,
-        account: int,
-        side: Side,
-        price: int,
-        qty: int,
-        tif: TimeInForce,
-        post_only: bool,
-        events: list[Any],
-    ) -> None:
-        """Put a live order at the back of its price level."""
-        node = _Resting()
-        node.id = oid
-        node.account = account
-        node.side = side
-        node.price = price
-        node.qty = qty
-        node.tif = tif
-        node.post_only = post_only
-        self._seq += 1
-        node.seq = self._seq
-        self._append(node)
-        events.append(book_delta(side, price, node.level.total))
+    def _rest(self, order: Order, qty: int, events: list[Any]) -> None:
+        """Put ``qty`` of a live order at the back of its price level."""
+        total = self._append([qty, order, None])
+        events.append(book_delta(order.side, order.price, total))  # type: ignore[arg-type]
 
-    def _append(self, node: _Resting) -> None:
-        price = node.price
-        if node.side is _BUY:
+    def _append(self, node: list[Any]) -> int:
+        """Add a node at the back of its level; return the level's new total."""
+        order = node[_ORDER]
+        price = order.price
+        if order.side is _BUY:
             levels = self._bids
             keys = self._bid_keys
             key = price
@@ -741,34 +647,32 @@ class OrderBook:
         level = levels.get(price)
         if level is None:
             level = _Level()
-            level.total = node.qty
-            level.live = 1
+            level.total = node[_QTY]
+            level.limit = _COMPACT_MIN
             levels[price] = level
             insort(keys, key)
         else:
-            level.total += node.qty
-            level.live += 1
+            level.total += node[_QTY]
+        node[2] = level
         level.append(node)
-        node.level = level
-        self._orders[node.id] = node
+        self._live[order.id] = node
+        return level.total
 
-    def _remove(self, node: _Resting) -> int:
-        """Take a live node out of the book; return the level's new total."""
-        qty = node.qty
-        node.qty = 0
-        del self._orders[node.id]
-        level = node.level
+    def _remove(self, node: list[Any]) -> int:
+        """Take a resting node out of the book; return its level's new total."""
+        order = node[_ORDER]
+        del self._live[order.id]
+        qty = node[_QTY]
+        node[_QTY] = 0
+        level = node[2]
         level.total = total = level.total - qty
-        level.live = live = level.live - 1
-        if not live:
-            self._drop_level(node.side, node.price)
-        elif len(level) > 2 * live + _COMPACT_SLACK:
-            alive = [n for n in level if n.qty]
-            level.clear()
-            level.extend(alive)
+        if not total:
+            self._drop_level(order.side, order.price, level)
+        elif len(level) > level.limit:
+            self._compact(level)
         return total
 
-    def _drop_level(self, side: Side, price: int) -> None:
+    def _drop_level(self, side: Side, price: int, level: _Level) -> None:
         if side is _BUY:
             levels = self._bids
             keys = self._bid_keys
@@ -782,6 +686,14 @@ class OrderBook:
             keys.pop()
         else:
             del keys[bisect_left(keys, key)]
+        level.clear()  # drop dead nodes (they point back at the level)
+
+    @staticmethod
+    def _compact(level: _Level) -> None:
+        alive = [node for node in level if node[0]]
+        level.clear()
+        level.extend(alive)
+        level.limit = max(_COMPACT_MIN, 2 * len(alive))
 
     # ------------------------------------------------------------------ cancel
 
@@ -790,57 +702,63 @@ class OrderBook:
 
         ``qty`` at or above the open quantity (or None) removes the order.
         """
-        node = self._orders.get(order_id)
-        if node is None:
-            return self._cancel_stop(order_id, qty)
-        open_qty = node.qty
-        if qty is not None and (type(qty) is not int or qty <= 0):
-            return [rejected(order_id, Reason.INVALID_QTY)]
-        if qty is None or qty >= open_qty:
-            # Inlined _remove.
-            node.qty = 0
-            del self._orders[order_id]
-            level = node.level
-            level.total = total = level.total - open_qty
-            level.live = live = level.live - 1
-            if not live:
-                self._drop_level(node.side, node.price)
-            elif len(level) > 2 * live + _COMPACT_SLACK:
-                alive = [n for n in level if n.qty]
-                level.clear()
-                level.extend(alive)
-            event = CanceledBuilder()
-            event.order_id = order_id
-            event.qty = open_qty
-            event.remaining = 0
-            event.reason = _USER
-            event.__class__ = Canceled
-            delta = BookDeltaBuilder()
-            delta.side = node.side
-            delta.price = node.price
-            delta.qty = total
-            delta.__class__ = BookDelta
-            return [event, delta]
-        node.qty = remaining = open_qty - qty
-        level = node.level
-        level.total -= qty
-        return [
-            canceled(order_id, qty, remaining, _USER),
-            book_delta(node.side, node.price, level.total),
-        ]
+        if qty is None:
+            node = self._live.get(order_id)
+            if type(node) is list:
+                # Fast path: remove a resting order (an inlined _remove).
+                del self._live[order_id]
+                open_qty = node[0]
+                node[0] = 0
+                level = node[2]
+                level.total = total = level.total - open_qty
+                order = node[1]
+                if not total:
+                    self._drop_level(order.side, order.price, level)
+                elif len(level) > level.limit:
+                    self._compact(level)
+                event = CanceledBuilder()
+                event.order_id = order_id
+                event.qty = open_qty
+                event.remaining = 0
+                event.reason = _USER
+                event.__class__ = Canceled
+                delta = BookDeltaBuilder()
+                delta.side = order.side
+                delta.price = order.price
+                delta.qty = total
+                delta.__class__ = BookDelta
+                return [event, delta]
+        return self._cancel_other(order_id, qty)
 
-    def _cancel_stop(self, order_id: int, qty: int | None) -> list[Event]:
-        stop = self._stops.get(order_id)
-        if stop is None:
+    def _cancel_other(self, order_id: int, qty: int | None) -> list[Event]:
+        """Cancel a pending stop, or reduce any live order."""
+        node = self._live.get(order_id)
+        if node is None:
             return [rejected(order_id, Reason.UNKNOWN_ORDER)]
         if qty is not None and (type(qty) is not int or qty <= 0):
             return [rejected(order_id, Reason.INVALID_QTY)]
-        open_qty = stop.qty
+        if type(node) is _Stop:
+            open_qty = node.qty
+            if qty is None or qty >= open_qty:
+                self._unpark(node)
+                return [canceled(order_id, open_qty, 0, _USER)]
+            node.qty = open_qty - qty
+            return [canceled(order_id, qty, node.qty, _USER)]
+        open_qty = node[_QTY]
+        order = node[_ORDER]
         if qty is None or qty >= open_qty:
-            self._unpark(stop)
-            return [canceled(order_id, open_qty, 0, _USER)]
-        stop.qty = open_qty - qty
-        return [canceled(order_id, qty, stop.qty, _USER)]
+            total = self._remove(node)
+            return [
+                canceled(order_id, open_qty, 0, _USER),
+                book_delta(order.side, order.price, total),
+            ]
+        node[_QTY] = open_qty - qty
+        level = node[2]
+        level.total -= qty
+        return [
+            canceled(order_id, qty, open_qty - qty, _USER),
+            book_delta(order.side, order.price, level.total),
+        ]
 
     # ------------------------------------------------------------------ replace
 
@@ -855,30 +773,33 @@ class OrderBook:
     ) -> list[Event]:
         """Set a live order's open quantity to ``qty`` and its limit price to ``price``.
 
-        ``price`` None keeps the current limit price; ``stop_price`` (pending stops only) None
-        keeps the trigger price. Priority is kept when the price is unchanged and the quantity
-        does not grow; otherwise the order goes to the back of its (new) level, matching first
-        if it now crosses. A post-only order that would cross is rejected and left unchanged.
+        ``price`` None keeps the limit price; ``stop_price`` (pending stops only) None keeps
+        the trigger price. Priority is kept when the price is unchanged and the quantity does
+        not grow; otherwise the order goes to the back of its (new) level, trading first if it
+        now crosses. A post-only order that would cross is rejected and left as it was.
         """
-        node = self._orders.get(order_id)
+        node = self._live.get(order_id)
         if node is None:
-            return self._replace_stop(order_id, qty, price, stop_price, ts)
+            return [rejected(order_id, Reason.UNKNOWN_ORDER)]
         if type(qty) is not int or qty <= 0:
             return [rejected(order_id, Reason.INVALID_QTY)]
-        old_price = node.price
+        if type(node) is _Stop:
+            return self._replace_stop(node, qty, price, stop_price, ts)
+        order: Order = node[_ORDER]
+        old_price: int = order.price  # type: ignore[assignment]
         if price is None:
             price = old_price
         elif type(price) is not int or price <= 0:
             return [rejected(order_id, Reason.INVALID_PRICE)]
         if stop_price is not None:
             return [rejected(order_id, Reason.INVALID_STOP_PRICE)]
-        old_qty = node.qty
-        side = node.side
+        old_qty = node[_QTY]
+        side = order.side
         if price == old_price and qty <= old_qty:
-            events: list[Event] = [Replaced(order_id, qty, price, old_qty, old_price)]
+            events: list[Event] = [replaced(order_id, qty, price, old_qty, old_price)]
             if qty < old_qty:
-                node.qty = qty
-                level = node.level
+                node[_QTY] = qty
+                level = node[2]
                 level.total -= old_qty - qty
                 events.append(book_delta(side, price, level.total))
             return events
@@ -889,54 +810,43 @@ class OrderBook:
             opposite = self._bid_keys
             bound = price
         crosses = bool(opposite) and opposite[-1] >= bound
-        if crosses and node.post_only:
+        if crosses and order.post_only:
             return [rejected(order_id, Reason.POST_ONLY_WOULD_CROSS)]
-        events = [Replaced(order_id, qty, price, old_qty, old_price)]
+        events = [replaced(order_id, qty, price, old_qty, old_price)]
         events.append(book_delta(side, old_price, self._remove(node)))
+        new_order = _amended(order, qty, price, order.stop_price)
         if crosses:
-            qty = self._take(order_id, node.account, side, bound, qty, events, ts)
+            qty = self._take(order_id, order.account_id, side, bound, qty, events, ts)
         if qty:
-            self._rest(order_id, node.account, side, price, qty, node.tif, node.post_only, events)
+            self._rest(new_order, qty, events)
         if self._pending:
             self._run_pending(events, ts)
         return events
 
     def _replace_stop(
-        self,
-        order_id: int,
-        qty: int,
-        price: int | None,
-        stop_price: int | None,
-        ts: int,
+        self, stop: _Stop, qty: int, price: int | None, stop_price: int | None, ts: int
     ) -> list[Event]:
-        stop = self._stops.get(order_id)
-        if stop is None:
-            return [rejected(order_id, Reason.UNKNOWN_ORDER)]
-        if type(qty) is not int or qty <= 0:
-            return [rejected(order_id, Reason.INVALID_QTY)]
-        old_price = stop.price
+        order = stop.order
+        old_price = order.price
         if price is None:
             price = old_price
-        elif stop.type is not _STOP_LIMIT or type(price) is not int or price <= 0:
-            return [rejected(order_id, Reason.INVALID_PRICE)]
-        old_stop_price = stop.stop_price
+        elif order.type is not _STOP_LIMIT or type(price) is not int or price <= 0:
+            return [rejected(order.id, Reason.INVALID_PRICE)]
+        old_stop_price: int = order.stop_price  # type: ignore[assignment]
         if stop_price is None:
             stop_price = old_stop_price
         elif type(stop_price) is not int or stop_price <= 0:
-            return [rejected(order_id, Reason.INVALID_STOP_PRICE)]
+            return [rejected(order.id, Reason.INVALID_STOP_PRICE)]
         old_qty = stop.qty
-        events: list[Event] = [Replaced(order_id, qty, price, old_qty, old_price, stop_price)]
+        events: list[Event] = [replaced(order.id, qty, price, old_qty, old_price, stop_price)]
+        new_order = _amended(order, qty, price, stop_price)
         if stop_price == old_stop_price and qty <= old_qty:
+            stop.order = new_order  # same bucket, same place
             stop.qty = qty
-            stop.price = price
             return events
         self._unpark(stop)
-        stop.qty = qty
-        stop.price = price
-        stop.stop_price = stop_price
-        self._seq += 1
-        stop.seq = self._seq
-        if self._reached(stop.side, stop_price):
+        stop = _Stop(new_order, qty)
+        if self._reached(order.side, stop_price):
             self._pending.append(stop)
             self._run_pending(events, ts)
         else:
@@ -953,9 +863,10 @@ class OrderBook:
 
     def _park(self, stop: _Stop) -> None:
         """Add a pending stop behind the others at its stop price."""
-        stop_price = stop.stop_price
-        self._stops[stop.id] = stop
-        if stop.side is _BUY:
+        order = stop.order
+        stop_price: int = order.stop_price  # type: ignore[assignment]
+        self._live[order.id] = stop
+        if order.side is _BUY:
             bucket = self._buy_stops.get(stop_price)
             if bucket is None:
                 self._buy_stops[stop_price] = [stop]
@@ -974,9 +885,10 @@ class OrderBook:
 
     def _unpark(self, stop: _Stop) -> None:
         """Remove a pending stop."""
-        stop_price = stop.stop_price
-        del self._stops[stop.id]
-        if stop.side is _BUY:
+        order = stop.order
+        stop_price: int = order.stop_price  # type: ignore[assignment]
+        del self._live[order.id]
+        if order.side is _BUY:
             buckets = self._buy_stops
             keys = self._buy_stop_keys
             key = -stop_price
@@ -989,7 +901,7 @@ class OrderBook:
         if not bucket:
             del buckets[stop_price]
             del keys[bisect_left(keys, key)]
-            if stop.side is _BUY:
+            if order.side is _BUY:
                 self._buy_trigger = -keys[-1] if keys else _INF
             else:
                 self._sell_trigger = keys[-1] if keys else _NEG_INF
@@ -998,16 +910,16 @@ class OrderBook:
         """Queue every pending stop that a trade at ``price`` triggers.
 
         Buy stops go first, lowest stop price first; then sell stops, highest first; stops at
-        the same price in time order.
+        one stop price in time order.
         """
         pending = self._pending
-        stops = self._stops
+        live = self._live
         keys = self._buy_stop_keys
         if keys and -keys[-1] <= price:
             buckets = self._buy_stops
             while keys and -keys[-1] <= price:
                 for stop in buckets.pop(-keys.pop()):
-                    del stops[stop.id]
+                    del live[stop.order.id]
                     pending.append(stop)
             self._buy_trigger = -keys[-1] if keys else _INF
         keys = self._sell_stop_keys
@@ -1015,7 +927,7 @@ class OrderBook:
             buckets = self._sell_stops
             while keys and keys[-1] >= price:
                 for stop in buckets.pop(keys.pop()):
-                    del stops[stop.id]
+                    del live[stop.order.id]
                     pending.append(stop)
             self._sell_trigger = keys[-1] if keys else _NEG_INF
 
@@ -1024,19 +936,8 @@ class OrderBook:
         pending = self._pending
         while pending:
             stop = pending.popleft()
-            events.append(triggered(stop.id))
-            self._execute(
-                stop.id,
-                stop.account,
-                stop.side,
-                stop.price,  # None for a stop (market) order
-                stop.qty,
-                stop.tif,
-                stop.post_only,
-                events,
-                ts,
-                False,
-            )
+            events.append(triggered(stop.order.id))
+            self._execute(stop.order, stop.qty, events, ts, False)
 
     def _stops_in_priority(self) -> list[_Stop]:
         """Pending stops: buys in trigger order, then sells in trigger order."""
@@ -1047,11 +948,23 @@ class OrderBook:
             result.extend(self._sell_stops[key])
         return result
 
+    def _resting_in_priority(self) -> list[list[Any]]:
+        """Live resting nodes: bids then asks, best level first, in time priority."""
+        result = []
+        for keys, levels, sign in (
+            (self._bid_keys, self._bids, 1),
+            (self._ask_keys, self._asks, -1),
+        ):
+            for key in reversed(keys):
+                result.extend(node for node in levels[key * sign] if node[_QTY])
+        return result
+
     def set_last_price(self, price: int, ts: int = 0) -> list[Event]:
-        """Set the reference price (e.g. from a feed) and run the stops it triggers."""
-        if type(price) is not int or price <= 0:
-            raise ValueError(f"invalid last price {price!r}")
-        self._last_price = price
+        """Set the reference price (e.g. from a feed) and run the stops it triggers.
+
+        Raises ValueError if ``price`` is not a positive int.
+        """
+        self.last_price = price
         events: list[Event] = []
         if price >= self._buy_trigger or price <= self._sell_trigger:
             self._collect_triggers(price)
@@ -1061,20 +974,19 @@ class OrderBook:
     # ------------------------------------------------------------------ expiry
 
     def expire_day(self, ts: int = 0) -> list[Event]:
-        """Expire every DAY order, resting or pending, in priority-stamp order."""
-        day: list[_Resting | _Stop] = [n for n in self._orders.values() if n.tif is _DAY]
-        day.extend(s for s in self._stops.values() if s.tif is _DAY)
-        day.sort(key=lambda n: n.seq)
+        """Expire every DAY order: resting ones in book order, then pending stops."""
         events: list[Event] = []
-        for item in day:
-            if isinstance(item, _Resting):
-                qty = item.qty
-                total = self._remove(item)
-                events.append(expired(item.id, qty))
-                events.append(book_delta(item.side, item.price, total))
-            else:
-                self._unpark(item)
-                events.append(expired(item.id, item.qty))
+        for node in self._resting_in_priority():
+            order = node[_ORDER]
+            if order.tif is _DAY:
+                qty = node[_QTY]
+                total = self._remove(node)
+                events.append(expired(order.id, qty))
+                events.append(book_delta(order.side, order.price, total))
+        for stop in self._stops_in_priority():
+            if stop.order.tif is _DAY:
+                self._unpark(stop)
+                events.append(expired(stop.order.id, stop.qty))
         return events
 
     # ------------------------------------------------------------------ rebuild
@@ -1085,12 +997,12 @@ class OrderBook:
         Call it in priority order. ``qty`` is the open quantity (default ``order.qty``).
         A limit order joins the back of its level; a stop becomes a pending stop and does not
         trigger. Raises ValueError for an invalid, duplicate or crossing order, or one that
-        could never have rested (market, IOC, FOK).
+        could never rest (market, IOC, FOK).
         """
         reason = _check(order)
         if reason is not None:
             raise ValueError(f"order {order.id!r}: {reason}")
-        if order.id in self:
+        if order.id in self._live:
             raise ValueError(f"order {order.id!r}: {Reason.DUPLICATE_ID}")
         if qty is None:
             qty = order.qty
@@ -1098,129 +1010,54 @@ class OrderBook:
             raise ValueError(f"order {order.id!r}: {Reason.INVALID_QTY}")
         otype = order.type
         if otype is _STOP or otype is _STOP_LIMIT:
-            stop = _Stop()
-            stop.id = order.id
-            stop.account = order.account_id
-            stop.side = order.side
-            stop.type = otype
-            stop.qty = qty
-            stop.price = order.price
-            stop.stop_price = order.stop_price  # type: ignore[assignment]
-            stop.tif = order.tif
-            stop.post_only = order.post_only
-            self._seq += 1
-            stop.seq = self._seq
-            self._park(stop)
+            self._park(_Stop(order, qty))
             return
         if otype is not _LIMIT or order.tif is _IOC or order.tif is _FOK:
-            raise ValueError(f"order {order.id!r}: cannot rest")
-        price = order.price
-        assert price is not None
+            raise ValueError(f"order {order.id!r}: a {otype.name} {order.tif.name} cannot rest")
+        price: int = order.price  # type: ignore[assignment]
         if order.side is _BUY:
             crosses = bool(self._ask_keys) and -self._ask_keys[-1] <= price
         else:
             crosses = bool(self._bid_keys) and self._bid_keys[-1] >= price
         if crosses:
             raise ValueError(f"order {order.id!r}: would cross the book")
-        self._rest(
-            order.id,
-            order.account_id,
-            order.side,
-            price,
-            qty,
-            order.tif,
-            order.post_only,
-            [],
-        )
+        self._append([qty, order, None])
 
     def snapshot(self) -> dict[str, Any]:
         """Return the book's state as plain JSON-serialisable data."""
-        resting: dict[str, list[dict[str, Any]]] = {}
-        for name, keys, levels, sign in (
-            ("bids", self._bid_keys, self._bids, 1),
-            ("asks", self._ask_keys, self._asks, -1),
-        ):
-            rows: list[dict[str, Any]] = []
-            for key in reversed(keys):
-                for node in levels[key * sign]:
-                    if node.qty:
-                        rows.append(
-                            {
-                                "id": node.id,
-                                "account_id": node.account,
-                                "price": node.price,
-                                "qty": node.qty,
-                                "tif": node.tif.name,
-                                "post_only": node.post_only,
-                                "seq": node.seq,
-                            }
-                        )
-            resting[name] = rows
-        stops = [
-            {
-                "id": stop.id,
-                "account_id": stop.account,
-                "side": stop.side.name,
-                "type": stop.type.name,
-                "qty": stop.qty,
-                "price": stop.price,
-                "stop_price": stop.stop_price,
-                "tif": stop.tif.name,
-                "post_only": stop.post_only,
-                "seq": stop.seq,
-            }
-            for stop in self._stops_in_priority()
-        ]
         return {
             "version": SNAPSHOT_VERSION,
             "symbol": self.symbol,
             "stp": self.stp.name,
             "last_price": self._last_price,
             "trade_seq": self._trade_seq,
-            "seq": self._seq,
-            "bids": resting["bids"],
-            "asks": resting["asks"],
-            "stops": stops,
+            "resting": [
+                _order_row(node[_ORDER], node[_QTY]) for node in self._resting_in_priority()
+            ],
+            "stops": [_order_row(stop.order, stop.qty) for stop in self._stops_in_priority()],
         }
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any]) -> OrderBook:
-        """Rebuild the book ``snapshot()`` described. Raises ValueError on a bad snapshot."""
+        """Rebuild the book that ``snapshot()`` described.
+
+        Raises ValueError (or KeyError) on a snapshot it did not make.
+        """
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
         book = cls(snapshot["symbol"], SelfTradePrevention[snapshot["stp"]])
-        for name, side in (("bids", _BUY), ("asks", _SELL)):
-            for row in snapshot[name]:
-                node = _Resting()
-                node.id = row["id"]
-                node.account = row["account_id"]
-                node.side = side
-                node.price = row["price"]
-                node.qty = row["qty"]
-                node.tif = TimeInForce[row["tif"]]
-                node.post_only = row["post_only"]
-                node.seq = row["seq"]
-                if node.id in book:
-                    raise ValueError(f"duplicate order {node.id!r} in snapshot")
-                book._append(node)
+        for row in snapshot["resting"]:
+            order, qty = _order_from_row(row)
+            if order.id in book._live:
+                raise ValueError(f"duplicate order {order.id!r} in snapshot")
+            book._append([qty, order, None])
         for row in snapshot["stops"]:
-            stop = _Stop()
-            stop.id = row["id"]
-            stop.account = row["account_id"]
-            stop.side = Side[row["side"]]
-            stop.type = OrderType[row["type"]]
-            stop.qty = row["qty"]
-            stop.price = row["price"]
-            stop.stop_price = row["stop_price"]
-            stop.tif = TimeInForce[row["tif"]]
-            stop.post_only = row["post_only"]
-            stop.seq = row["seq"]
-            if stop.id in book:
-                raise ValueError(f"duplicate order {stop.id!r} in snapshot")
-            book._park(stop)
-        book._last_price = snapshot["last_price"]
+            order, qty = _order_from_row(row)
+            if order.id in book._live:
+                raise ValueError(f"duplicate order {order.id!r} in snapshot")
+            book._park(_Stop(order, qty))
+        book.last_price = snapshot["last_price"]
         book._trade_seq = snapshot["trade_seq"]
-        book._seq = snapshot["seq"]
         return book
 
     def __eq__(self, other: object) -> bool:
@@ -1233,5 +1070,37 @@ class OrderBook:
     def __repr__(self) -> str:
         return (
             f"OrderBook({self.symbol!r}, bids={len(self._bid_keys)} levels, "
-            f"asks={len(self._ask_keys)} levels, orders={len(self)})"
+            f"asks={len(self._ask_keys)} levels, live orders={len(self._live)})"
         )
+
+
+def _order_row(order: Order, qty: int) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "account_id": order.account_id,
+        "side": order.side.name,
+        "type": order.type.name,
+        "qty": qty,
+        "price": order.price,
+        "stop_price": order.stop_price,
+        "tif": order.tif.name,
+        "post_only": order.post_only,
+    }
+
+
+def _order_from_row(row: dict[str, Any]) -> tuple[Order, int]:
+    order = Order(
+        row["id"],
+        row["account_id"],
+        Side[row["side"]],
+        OrderType[row["type"]],
+        row["qty"],
+        row["price"],
+        row["stop_price"],
+        TimeInForce[row["tif"]],
+        row["post_only"],
+    )
+    reason = _check(order)
+    if reason is not None:
+        raise ValueError(f"order {order.id!r} in snapshot: {reason}")
+    return order, row["qty"]

@@ -2,7 +2,7 @@
 
 Constructing a frozen dataclass through its ``__init__`` costs one ``object.__setattr__`` call
 per field, which dominates the engine's hot path. The engine therefore builds events through
-``_builder(cls)``: a plain slotted class with exactly the same slots, whose attributes are set
+``builder_for(cls)``: a plain slotted class with exactly the same slots, whose attributes are set
 with ordinary (fast) stores, after which the instance's ``__class__`` is switched to the frozen
 dataclass. The result is an ordinary instance of the dataclass, equal to one built through its
 constructor; ``tests/test_events.py`` checks this for every event class.
@@ -110,21 +110,25 @@ EVENT_CLASSES: tuple[type, ...] = (
 )
 
 
-def _builder(cls: type) -> type:
-    """Return a mutable class with the same slot layout as the frozen dataclass ``cls``."""
+def builder_for(cls: type) -> type:
+    """Return a mutable class with the same slot layout as the frozen dataclass ``cls``.
+
+    Set every field on an instance, then assign ``instance.__class__ = cls``.
+    """
     names = tuple(f.name for f in fields(cls))
-    assert cls.__slots__ == names, cls  # the layout must match for the __class__ switch
+    if cls.__slots__ != names:  # the layouts must match for the __class__ switch
+        raise TypeError(f"{cls.__name__} is not a slotted dataclass")
     return type(f"_{cls.__name__}Builder", (), {"__slots__": names})
 
 
-AcceptedBuilder = _builder(Accepted)
-RejectedBuilder = _builder(Rejected)
-TradeBuilder = _builder(Trade)
-CanceledBuilder = _builder(Canceled)
-ExpiredBuilder = _builder(Expired)
-TriggeredBuilder = _builder(Triggered)
-ReplacedBuilder = _builder(Replaced)
-BookDeltaBuilder = _builder(BookDelta)
+AcceptedBuilder = builder_for(Accepted)
+RejectedBuilder = builder_for(Rejected)
+TradeBuilder = builder_for(Trade)
+CanceledBuilder = builder_for(Canceled)
+ExpiredBuilder = builder_for(Expired)
+TriggeredBuilder = builder_for(Triggered)
+ReplacedBuilder = builder_for(Replaced)
+BookDeltaBuilder = builder_for(BookDelta)
 
 
 def accepted(order_id: int) -> Accepted:
@@ -173,4 +177,23 @@ def book_delta(side: Side, price: int, qty: int) -> BookDelta:
     event.price = price
     event.qty = qty
     event.__class__ = BookDelta
+    return event
+
+
+def replaced(
+    order_id: int,
+    qty: int,
+    price: int | None,
+    old_qty: int,
+    old_price: int | None,
+    stop_price: int | None = None,
+) -> Replaced:
+    event = ReplacedBuilder()
+    event.order_id = order_id
+    event.qty = qty
+    event.price = price
+    event.old_qty = old_qty
+    event.old_price = old_price
+    event.stop_price = stop_price
+    event.__class__ = Replaced
     return event
