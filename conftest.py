@@ -86,20 +86,38 @@ class Process:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
-def start_process(process_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    """Start a manage.py (or other) child process; every one is stopped at the end."""
-    started: list[Process] = []
-    log_dir = tmp_path_factory.mktemp("processes")
+class ProcessStarter:
+    """Starts child processes on the test database and broker, and stops them all at once."""
 
-    def start(name: str, *args: str, env: dict[str, str] | None = None) -> Process:
-        process = Process(name, list(args), process_env | (env or {}), log_dir)
-        started.append(process)
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.started: list[Process] = []
+
+    def __call__(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        process = Process(name, list(args), self.env | (env or {}), self.log_dir)
+        self.started.append(process)
         return process
 
-    yield start
-    for process in reversed(started):
-        process.stop()
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def start_process(process_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
+    """Start a child process that lives for the whole session (servers, shared workers)."""
+    starter = ProcessStarter(process_env, tmp_path_factory.mktemp("processes"))
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture
+def start_test_process(process_env: dict[str, str], tmp_path: Path):
+    """Start a child process that is stopped when the test ends (a feed, a matcher)."""
+    starter = ProcessStarter(process_env, tmp_path)
+    yield starter
+    starter.stop_all()
 
 
 def manage(*args: str) -> list[str]:

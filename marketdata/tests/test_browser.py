@@ -12,12 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_the_watchlist_shows_moving_prices_within_five_seconds(
-    make_instrument, asgi_server, stream_process, start_process, browser_page
+    make_instrument, asgi_server, stream_process, start_test_process, browser_page
 ):
     # given listed instruments and a running feed
     make_instrument("AAPL", price="229.87")
     make_instrument("MSFT", price="417.12")
-    feed = start_process("feed", *manage("run_feed", "--rate", "40", "--seed", "11"))
+    feed = start_test_process("feed", *manage("run_feed", "--rate", "40", "--seed", "11"))
     page = browser_page
     # when a trader opens the page
     page.goto(asgi_server + "/")

@@ -19,13 +19,9 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
 @pytest.fixture
-def isolated(settings):
-    """Redis keys and channel-layer groups of this test's own."""
-    import uuid
-
-    settings.KAFKA_TOPIC_PREFIX = f"ws{uuid.uuid4().hex[:8]}."
-    settings.WS_HEARTBEAT_INTERVAL_S = 30
-    return settings
+def isolated(isolated_stream):
+    isolated_stream.WS_HEARTBEAT_INTERVAL_S = 30
+    return isolated_stream
 
 
 @pytest.fixture

@@ -45,11 +45,9 @@ def test_conflator_keeps_the_latest_message_per_channel_and_numbers_them():
 
 
 @pytest.fixture
-def own_prefix(settings, kafka_topics):
-    """Topics and Redis keys of this test's own."""
-    settings.KAFKA_TOPIC_PREFIX = f"{settings.KAFKA_TOPIC_PREFIX}s{time.monotonic_ns()}."
+def own_prefix(isolated_stream, kafka_topics):
     kafka.ensure_topics()
-    return settings.KAFKA_TOPIC_PREFIX
+    return isolated_stream.KAFKA_TOPIC_PREFIX
 
 
 class RunningWorker:
