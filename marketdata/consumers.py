@@ -174,7 +174,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return  # no snapshot cache: live updates still arrive
         for channel, message in zip(channels, raw, strict=True):
             if message is not None:
-                self._queue(channel, message.decode())
+                self.pending[channel] = message.decode()
+        if self.pending:
+            await self._flush_or_schedule()
 
     async def _current_status(self) -> dict:
         try:
@@ -191,7 +193,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         subscriptions = self.subscriptions
         for channel, text in event["messages"].items():
             if channel in subscriptions:
-                self._queue(channel, text)
+                self.pending[channel] = text  # latest wins: bounded by the subscriptions
+        if self.pending:
+            await self._flush_or_schedule()
 
     async def status_message(self, event: dict) -> None:
         await self._send_status({"stream": "up", **event["status"]})
@@ -202,10 +206,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.status = status
             await self._send_json({"op": "status", **status})
 
-    def _queue(self, channel: str, text: str) -> None:
-        self.pending[channel] = text  # latest wins: bounded by the subscriptions
-        if self.flush_handle is None:
-            delay = max(0.0, self.last_sent + self.flush_interval - time.monotonic())
+    async def _flush_or_schedule(self) -> None:
+        """Send pending updates now if the last frame is a flush interval old, else later."""
+        if self.flush_handle is not None:
+            return  # a flush is already due; it will carry these too
+        delay = self.last_sent + self.flush_interval - time.monotonic()
+        if delay <= 0:
+            await self._flush()  # the usual case: no timer, no task
+        else:
             loop = asyncio.get_running_loop()
             self.flush_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._flush()))
 
