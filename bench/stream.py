@@ -5,7 +5,7 @@
 2. Latency: from a tick's produce time to its arrival at a WebSocket client, through the
    real daphne and stream worker processes, with 100 clients subscribed to every symbol.
 
-    .venv/bin/python bench/stream.py [--ticks 100000] [--clients 100] [--rate 200] [--seconds 20]
+    .venv/bin/python bench/stream.py [--ticks 100000] [--clients 100] [--rates 20 50 100 200]
 
 Uses PostgreSQL and Redis from the settings (DATABASE_URL, REDIS_URL) and a private Tansu
 broker, unless KAFKA_BOOTSTRAP_SERVERS names one. Topics and keys get a prefix of their own.
@@ -52,9 +52,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def tick_value(symbol: str, seq: int, price: Decimal) -> bytes:
-    data = {"symbol": symbol, "bid": str(price - Decimal("0.01")),
-            "ask": str(price + Decimal("0.01")), "last": str(price), "bid_size": "100",
-            "ask_size": "100", "open": "100.00", "change_pct": "0.00"}
+    data = {
+        "symbol": symbol,
+        "bid": str(price - Decimal("0.01")),
+        "ask": str(price + Decimal("0.01")),
+        "last": str(price),
+        "bid_size": "100",
+        "ask_size": "100",
+        "open": "100.00",
+        "change_pct": "0.00",
+    }
     return kafka.encode(type="tick", key=symbol, seq=seq, data=data)
 
 
@@ -87,40 +94,41 @@ def throughput_run(symbols: list[str], ticks: int, run: int) -> float:
     return ticks / elapsed
 
 
-async def latency_run(base_url: str, symbols: list[str], clients: int, rate: float,
-                      seconds: float) -> dict:
+async def latency_run(
+    base_url: str, symbols: list[str], clients: int, rate: float, seconds: float
+) -> dict:
     import websockets
 
     latencies: list[float] = []
     frames = 0
     ready = 0
     all_ready = asyncio.Event()
-    stop = asyncio.Event()
     ws_url = base_url.replace("http", "ws") + "/ws/stream/"
+
+    sockets = []
 
     async def client() -> None:
         nonlocal frames, ready
         async with websockets.connect(ws_url, origin=base_url, max_queue=None) as socket:
-            await socket.send(json.dumps({"op": "subscribe",
-                                          "channels": [f"ticker.{s}" for s in symbols]}))
+            sockets.append(socket)
+            await socket.send(
+                json.dumps({"op": "subscribe", "channels": [f"ticker.{s}" for s in symbols]})
+            )
             subscribed = False
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(socket.recv(), 0.5)
-                except TimeoutError:
-                    continue
+            async for raw in socket:
                 now_ms = time.time() * 1000
                 message = json.loads(raw)
-                if message.get("op") == "subscribed" and not subscribed:
+                if "batch" in message:
+                    if all_ready.is_set():
+                        frames += 1
+                        latencies.extend(now_ms - item["ts"] for item in message["batch"])
+                elif message.get("op") == "subscribed" and not subscribed:
                     subscribed = True
                     ready += 1
                     if ready == clients:
                         all_ready.set()
                 elif message.get("op") == "heartbeat":
                     await socket.send('{"op":"heartbeat"}')
-                elif "batch" in message and all_ready.is_set():
-                    frames += 1
-                    latencies.extend(now_ms - item["ts"] for item in message["batch"])
 
     tasks = [asyncio.create_task(client()) for _ in range(clients)]
     await asyncio.wait_for(all_ready.wait(), 60)
@@ -140,7 +148,8 @@ async def latency_run(base_url: str, symbols: list[str], clients: int, rate: flo
         await asyncio.sleep(max(0.0, started + sent * interval - time.monotonic()))
     producer.flush()
     await asyncio.sleep(1)
-    stop.set()
+    for socket in sockets:
+        await socket.close()
     await asyncio.gather(*tasks, return_exceptions=True)
     producer.close()
     return {"sent": sent, "frames": frames, "latencies": latencies}
@@ -166,7 +175,13 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=200.0, help="ticks/s in the latency run")
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[20.0, 50.0, 100.0, 200.0],
+        help="tick rates (ticks/s over all symbols) of the latency runs",
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
 
@@ -176,8 +191,10 @@ def main() -> None:
         broker = Broker(free_port(), workdir)
         broker.start()
         settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
-    log(f"broker {settings.KAFKA_BOOTSTRAP_SERVERS[0]}; database "
-        f"{settings.DATABASES['default']['NAME']}; redis {settings.REDIS_URL}")
+    log(
+        f"broker {settings.KAFKA_BOOTSTRAP_SERVERS[0]}; database "
+        f"{settings.DATABASES['default']['NAME']}; redis {settings.REDIS_URL}"
+    )
     call_command("migrate", verbosity=0)
     call_command("seed_demo", verbosity=0)
     from marketdata.selectors import active_symbols
@@ -192,8 +209,10 @@ def main() -> None:
             log(f"  run {run + 1}: {rates[-1]:,.0f} ticks/s")
         log(f"  median: {statistics.median(rates):,.0f} ticks/s consumed from Kafka")
 
-        log(f"\n[2/2] produce -> WebSocket latency: {args.clients} clients x {len(symbols)} "
-            f"symbols, {args.rate:g} ticks/s for {args.seconds:g}s")
+        log(
+            f"\n[2/2] produce -> WebSocket latency: {args.clients} clients, each subscribed to "
+            f"all {len(symbols)} symbols, {args.seconds:g}s per tick rate"
+        )
         settings.KAFKA_TOPIC_PREFIX = f"bench{os.getpid()}lat."
         kafka.ensure_topics()
         env = os.environ | {
@@ -201,28 +220,56 @@ def main() -> None:
             "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
             "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
             "DJANGO_DEBUG": "false",
-            "WS_HEARTBEAT_INTERVAL_S": "5",
         }
         port = free_port()
         with (workdir / "processes.log").open("ab") as out:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                 "tredye.asgi:application"], cwd=ROOT, env=env, stdout=out, stderr=out))
-            processes.append(subprocess.Popen(
-                [sys.executable, "manage.py", "run_stream"], cwd=ROOT, env=env, stdout=out,
-                stderr=out))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "tredye.asgi:application",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                )
+            )
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "run_stream"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                )
+            )
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", processes[0], workdir)
-        result = asyncio.run(latency_run(f"http://127.0.0.1:{port}", symbols, args.clients,
-                                         args.rate, args.seconds))
-        latencies = result["latencies"]
-        if not latencies:
-            log(f"  no messages arrived; see {workdir / 'processes.log'}")
-            return
-        log(f"  {result['sent']} ticks produced; {len(latencies):,} messages in "
-            f"{result['frames']:,} frames reached the {args.clients} clients")
-        log(f"  latency produce -> client: p50 {percentile(latencies, 0.5):.1f} ms, "
-            f"p90 {percentile(latencies, 0.9):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms "
-            f"(timestamps in whole ms)")
+        log(
+            f"  {'ticks/s':>8} {'delivered':>10} {'frames/s/client':>16} "
+            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+        )
+        for rate in args.rates:
+            result = asyncio.run(
+                latency_run(f"http://127.0.0.1:{port}", symbols, args.clients, rate, args.seconds)
+            )
+            latencies = result["latencies"]
+            if not latencies:
+                log(f"  {rate:8g}: nothing arrived; see {workdir / 'processes.log'}")
+                continue
+            per_client = result["frames"] / args.clients / args.seconds
+            log(
+                f"  {rate:8g} {len(latencies):10,} {per_client:16.1f} "
+                f"{percentile(latencies, 0.5):8.0f} {percentile(latencies, 0.9):8.0f} "
+                f"{percentile(latencies, 0.99):8.0f}"
+            )
+        log("  (latency = client receive time - tick produce time, whole milliseconds)")
     finally:
         for process in processes:
             process.terminate()
