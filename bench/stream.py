@@ -37,6 +37,8 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from marketdata.feed import Quote  # noqa: E402
+from marketdata.services import tick_record  # noqa: E402
 from marketdata.stream import StreamWorker  # noqa: E402
 from tredye import kafka  # noqa: E402
 from tredye.devbroker import Broker, free_port  # noqa: E402
@@ -52,17 +54,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def tick_value(symbol: str, seq: int, price: Decimal) -> bytes:
-    data = {
-        "symbol": symbol,
-        "bid": str(price - Decimal("0.01")),
-        "ask": str(price + Decimal("0.01")),
-        "last": str(price),
-        "bid_size": "100",
-        "ask_size": "100",
-        "open": "100.00",
-        "change_pct": "0.00",
-    }
-    return kafka.encode(type="tick", key=symbol, seq=seq, data=data)
+    quote = Quote(
+        symbol=symbol,
+        bid=price - Decimal("0.01"),
+        ask=price + Decimal("0.01"),
+        last=price,
+        bid_size=Decimal("100"),
+        ask_size=Decimal("100"),
+        open=Decimal("100.00"),
+    )
+    return tick_record(quote, seq=seq)
 
 
 class EarliestStreamWorker(StreamWorker):

@@ -16,6 +16,11 @@ from tredye import kafka
 logger = logging.getLogger(__name__)
 
 
+def tick_record(quote: Quote, *, seq: int, ts: int | None = None) -> bytes:
+    """Encode one reference tick in the envelope, as the `ticks` topic carries it."""
+    return kafka.encode(type="tick", key=quote.symbol, seq=seq, data=quote.as_data(), ts=ts)
+
+
 class TickPublisher:
     """Produce reference ticks to the `ticks` topic, keyed by symbol, `seq` +1 per key.
 
@@ -34,9 +39,7 @@ class TickPublisher:
     def publish(self, quote: Quote, *, ts: int | None = None) -> bool:
         """Send one tick; return False when it was dropped because Kafka is unavailable."""
         self.seq[quote.symbol] += 1
-        value = kafka.encode(
-            type="tick", key=quote.symbol, seq=self.seq[quote.symbol], data=quote.as_data(), ts=ts
-        )
+        value = tick_record(quote, seq=self.seq[quote.symbol], ts=ts)
         try:
             self.producer.send(self.topic, key=quote.symbol.encode(), value=value)
         except KafkaError as error:

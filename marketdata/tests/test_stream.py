@@ -13,22 +13,23 @@ from channels.layers import get_channel_layer
 from kafka import TopicPartition
 
 from marketdata.channels import group_name
+from marketdata.feed import Quote
+from marketdata.services import tick_record
 from marketdata.stream import Conflator, StreamWorker
 from tredye import kafka
 
 
 def tick(symbol: str, seq: int, last: Decimal) -> bytes:
-    data = {
-        "symbol": symbol,
-        "bid": str(last - Decimal("0.01")),
-        "ask": str(last + Decimal("0.01")),
-        "last": str(last),
-        "bid_size": "10",
-        "ask_size": "12",
-        "open": "100.00",
-        "change_pct": "0.00",
-    }
-    return kafka.encode(type="tick", key=symbol, seq=seq, data=data)
+    quote = Quote(
+        symbol=symbol,
+        bid=last - Decimal("0.01"),
+        ask=last + Decimal("0.01"),
+        last=last,
+        bid_size=Decimal("10"),
+        ask_size=Decimal("12"),
+        open=Decimal("100.00"),
+    )
+    return tick_record(quote, seq=seq)
 
 
 def test_conflator_keeps_the_latest_message_per_channel_and_numbers_them():
