@@ -49,8 +49,13 @@ def balances_lock(
     """
     locked: dict[tuple[int, int], Balance] = {}
     for account_id, asset_id in sorted(set(pairs)):
-        rows = Balance.objects.select_for_update(no_key=True).filter(
-            account_id=account_id, asset_id=asset_id
+        # of=self and no ordering: Balance's default ordering joins account and asset, and a
+        # plain FOR NO KEY UPDATE would lock those rows too (serialising every balance of an
+        # asset on its one asset row, and deadlocking against account locks).
+        rows = (
+            Balance.objects.select_for_update(no_key=True, of=("self",))
+            .filter(account_id=account_id, asset_id=asset_id)
+            .order_by("pk")
         )
         balance = rows.first()
         if balance is None:

@@ -13,9 +13,10 @@ HELD_EQUALS_OPEN_ORDERS = f"""
     WITH needed AS (
         SELECT o.account_id,
                CASE WHEN o.side = 'buy' THEN i.quote_id ELSE i.base_id END AS asset_id,
-               SUM(o.held) AS held
+               SUM(CASE WHEN o.status IN {_OPEN} THEN o.held ELSE 0 END
+                   + o.held_for_replace) AS held
           FROM trading_order o JOIN trading_instrument i ON i.id = o.instrument_id
-         WHERE o.status IN {_OPEN}
+         WHERE o.status IN {_OPEN} OR o.held_for_replace <> 0
          GROUP BY 1, 2
     )
     SELECT COALESCE(b.account_id, n.account_id), a.code, a.precision,

@@ -85,6 +85,7 @@ class Command:
     seq: int = 0
     quantity: Decimal | None = None
     price: Decimal | None = None
+    extra_hold: Decimal = ZERO
     partition: int = 0
     offset: int = 0
     record: Any = None
@@ -121,8 +122,21 @@ def command_decode(raw: bytes | None) -> Command:
 
     if envelope.type == CANCEL:
         return Command(CANCEL, envelope.key, order_id, seq, number("quantity", False))
+    extra = data.get("extra_hold", "0")
+    try:
+        extra_hold = Decimal(extra) if isinstance(extra, str) else None
+    except ArithmeticError:
+        extra_hold = None
+    if extra_hold is None or not extra_hold.is_finite() or extra_hold < 0:
+        raise EnvelopeError("extra_hold is not a decimal string >= 0")
     return Command(
-        REPLACE, envelope.key, order_id, seq, number("quantity", True), number("price", True)
+        REPLACE,
+        envelope.key,
+        order_id,
+        seq,
+        number("quantity", True),
+        number("price", True),
+        extra_hold,
     )
 
 
@@ -253,6 +267,10 @@ class BatchResult:
     trade_messages: list[Outbox] = field(default_factory=list)
     checkpoints: dict[int, int] = field(default_factory=dict)
     dead: list[tuple[Any, str]] = field(default_factory=list)
+    # Every order the batch's commands name (a closed one leaves its book but stays here).
+    orders: dict[int, Order] = field(default_factory=dict)
+    # Extra hold each order's replace moved out of `held_for_replace`.
+    replace_holds: dict[int, Decimal] = field(default_factory=dict)
 
 
 class Matcher:
@@ -322,7 +340,7 @@ class Matcher:
                 result.checkpoints.get(command.partition, -1), command.offset
             )
         self._fees()
-        unknown = self._load_orders(fresh)
+        unknown = self._load_orders(fresh, result)
         for command in fresh:
             if command.order_id in unknown:
                 result.dead.append((command.record, unknown[command.order_id]))
@@ -334,7 +352,7 @@ class Matcher:
             self.checkpoint[partition] = offset
         return result
 
-    def _load_orders(self, commands: list[Command]) -> dict[int, str]:
+    def _load_orders(self, commands: list[Command], result: BatchResult) -> dict[int, str]:
         """Make sure each command's book and order are in memory; return the unknown ones."""
         unknown: dict[int, str] = {}
         wanted: dict[int, Command] = {}
@@ -343,8 +361,11 @@ class Matcher:
             if book is None:
                 unknown[command.order_id] = f"unknown instrument {command.symbol!r}"
                 continue
-            if command.order_id not in book.orders:
+            order = book.orders.get(command.order_id)
+            if order is None:
                 wanted.setdefault(command.order_id, command)
+            else:
+                result.orders[order.pk] = order
         if wanted:
             found = {
                 order.pk: order
@@ -357,13 +378,14 @@ class Matcher:
                 elif order.instrument.symbol != command.symbol:
                     unknown[order_id] = f"order {order_id} is not on {command.symbol}"
                 else:
-                    # A final order is kept only for this batch (its commands are skipped).
-                    self.books[command.symbol].orders[order_id] = order
+                    result.orders[order_id] = order
+                    if order.status in Order.OPEN_STATUSES:
+                        self.books[command.symbol].orders[order_id] = order
         return unknown
 
     # -- applying commands ----------------------------------------------------------------
     def _apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
-        order = book.orders[command.order_id]
+        order = result.orders[command.order_id]
         if command.kind == PLACE:
             if order.status != Order.Status.PENDING_NEW:
                 return  # applied before (re-delivery)
@@ -374,7 +396,14 @@ class Matcher:
             return  # applied before
         order.applied_seq = command.seq
         self._touch(order, result)
+        if command.extra_hold:
+            # The replace's extra hold now belongs to the order (released below if unused).
+            order.held += command.extra_hold
+            result.replace_holds[order.pk] = (
+                result.replace_holds.get(order.pk, ZERO) + command.extra_hold
+            )
         if order.status in Order.FINAL_STATUSES:
+            self._release(book, order, order.held, result)
             return
         if command.kind == CANCEL:
             self._cancel(book, order, command, result, ts)
@@ -745,7 +774,7 @@ class Matcher:
             if result.entries:
                 ledger_post(entries=result.entries)
             if result.changed:
-                orders_update(list(result.changed.values()))
+                orders_update(list(result.changed.values()), result.replace_holds)
             if result.trades:
                 TradeRow.objects.bulk_create(result.trades)
             if result.positions:
@@ -834,20 +863,28 @@ _UPDATE_COLUMNS = (
 )
 
 
-def orders_update(orders: list[Order], chunk: int = 1000) -> None:
-    """Write the matcher-owned columns of many orders in one UPDATE ... FROM (VALUES ...)."""
-    columns = ", ".join(name for name, _ in _UPDATE_COLUMNS)
+def orders_update(
+    orders: list[Order], replace_holds: dict[int, Decimal] | None = None, chunk: int = 1000
+) -> None:
+    """Write the matcher-owned columns of many orders in one UPDATE ... FROM (VALUES ...).
+
+    `held_for_replace` belongs to order_replace too, so it only moves by a difference.
+    """
+    replace_holds = replace_holds or {}
+    columns = ", ".join(name for name, _ in _UPDATE_COLUMNS) + ", moved"
     assignments = ", ".join(f"{name} = v.{name}::{kind}" for name, kind in _UPDATE_COLUMNS)
+    assignments += ", held_for_replace = o.held_for_replace - v.moved::numeric"
     with connection.cursor() as cursor:
         for start in range(0, len(orders), chunk):
             part = orders[start : start + chunk]
             placeholders = ", ".join(
-                "(" + ", ".join(["%s"] * (len(_UPDATE_COLUMNS) + 1)) + ")" for _ in part
+                "(" + ", ".join(["%s"] * (len(_UPDATE_COLUMNS) + 2)) + ")" for _ in part
             )
             params: list[Any] = []
             for order in part:
                 params.append(order.pk)
                 params.extend(getattr(order, name) for name, _ in _UPDATE_COLUMNS)
+                params.append(replace_holds.get(order.pk, ZERO))
             cursor.execute(
                 f"UPDATE trading_order AS o SET {assignments} "  # noqa: S608 - constants only
                 f"FROM (VALUES {placeholders}) AS v(id, {columns}) WHERE o.id = v.id::bigint",

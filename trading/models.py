@@ -148,7 +148,11 @@ class Order(models.Model):
     average_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
     fees = amount_field(default=0)
     # What this order still holds of the account's funds (quote for a buy, base for a sell).
+    # The matcher owns `held`; a replace that needs more holds the extra first in
+    # `held_for_replace` (written by order_replace), which the matcher moves into `held` (or
+    # releases) when it applies that replace.
     held = amount_field(default=0)
+    held_for_replace = amount_field(default=0)
     # Priority in its book: a rebuilt book loads open orders in this order.
     book_seq = models.BigIntegerField(null=True, blank=True)
     # Cancel/replace commands are numbered per order; the matcher applies each once.
@@ -188,6 +192,9 @@ class Order(models.Model):
                 name="order_stop_price_positive",
             ),
             models.CheckConstraint(condition=Q(held__gte=0), name="order_held_not_negative"),
+            models.CheckConstraint(
+                condition=Q(held_for_replace__gte=0), name="order_held_for_replace_not_negative"
+            ),
             models.CheckConstraint(condition=Q(fees__gte=0), name="order_fees_not_negative"),
             # A closed order holds nothing.
             models.CheckConstraint(

@@ -10,6 +10,7 @@ See docs/decisions/0004-order-path-exactly-once.md.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import zlib
@@ -76,27 +77,29 @@ class Lanes:
         self.conn.close()
 
 
-def outbox_ids_on_topic(
-    *, topic: str, cursors: dict[int, int], idle_ms: int = 400, max_s: float = 60.0
-) -> tuple[set[int], dict[int, int]]:
-    """Read each partition of `topic` from its cursor to the end; return the outbox ids found
-    and the last offset seen per partition. The end is where nothing more arrives for `idle_ms`
-    (the broker's end_offsets is not trusted)."""
+def outbox_ids_on_topics(
+    *, cursors: dict[str, dict[int, int]], idle_ms: int = 300, max_s: float = 60.0
+) -> tuple[set[int], dict[str, dict[int, int]]]:
+    """Read each partition of the given physical topics from its cursor to the end; return the
+    outbox ids found and the last offset seen per topic and partition. The end is where nothing
+    more arrives for `idle_ms` (the broker's end_offsets is not trusted)."""
     consumer = kafka.consumer(auto_offset_reset="earliest", max_poll_records=5000)
     found: set[int] = set()
-    last: dict[int, int] = {}
+    last: dict[str, dict[int, int]] = {}
     try:
-        physical = kafka.topic(topic)
-        partitions = consumer.partitions_for_topic(physical) or set()
-        assigned = [TopicPartition(physical, p) for p in sorted(partitions)]
+        assigned = []
+        for physical in cursors:
+            partitions = consumer.partitions_for_topic(physical) or set()
+            assigned += [TopicPartition(physical, p) for p in sorted(partitions)]
         if not assigned:
             return found, last
         consumer.assign(assigned)
         for tp in assigned:
-            if tp.partition in cursors:
-                consumer.seek(tp, cursors[tp.partition] + 1)
-            else:
+            start = cursors[tp.topic].get(tp.partition)
+            if start is None:
                 consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start + 1)
         deadline = time.monotonic() + max_s
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
@@ -107,8 +110,9 @@ def outbox_ids_on_topic(
                 continue
             quiet_since = time.monotonic()
             for tp, records in batch.items():
+                seen = last.setdefault(tp.topic, {})
                 for record in records:
-                    last[tp.partition] = max(last.get(tp.partition, -1), record.offset)
+                    seen[tp.partition] = max(seen.get(tp.partition, -1), record.offset)
                     for name, value in record.headers or ():
                         if name == OUTBOX_ID_HEADER:
                             try:
@@ -140,31 +144,34 @@ class Relay:
             self._producer.close(timeout=5)
             self._producer = None
 
-    def recover(self, topic: str) -> int:
-        """Mark as sent every row of `topic` already on the topic; return how many."""
-        physical = kafka.topic(topic)
-        cursors = dict(
-            RelayCursor.objects.filter(topic=physical).values_list("partition", "offset")
-        )
-        found, last = outbox_ids_on_topic(topic=topic, cursors=cursors)
+    def recover(self, topics: Sequence[str]) -> int:
+        """Mark as sent every row of these topics already on Kafka; return how many."""
+        physical = {kafka.topic(topic): topic for topic in topics}
+        cursors: dict[str, dict[int, int]] = {name: {} for name in physical}
+        for name, partition, offset in RelayCursor.objects.filter(topic__in=physical).values_list(
+            "topic", "partition", "offset"
+        ):
+            cursors[name][partition] = offset
+        found, last = outbox_ids_on_topics(cursors=cursors)
         marked = 0
         with transaction.atomic():
             if found:
                 marked = Outbox.objects.filter(
-                    pk__in=found, topic=topic, sent_at__isnull=True
+                    pk__in=found, topic__in=topics, sent_at__isnull=True
                 ).update(sent_at=timezone.now())
-            _cursors_save(physical, last)
+            for name, offsets in last.items():
+                _cursors_save(name, offsets)
         if marked:
-            logger.info("relay: %d %s rows were already on the topic", marked, topic)
-        self.recovered.add(topic)
+            logger.info("relay: %d rows of %s were already on Kafka", marked, ", ".join(topics))
+        self.recovered.update(topics)
         return marked
 
     def drain(self, *, limit: int = 5000) -> int:
         """Send unsent rows (oldest first) until none is left; return how many were sent."""
         total = 0
-        for topic in self.topics:
-            if topic not in self.recovered:
-                self.recover(topic)
+        missing = [topic for topic in self.topics if topic not in self.recovered]
+        if missing:
+            self.recover(missing)
         while True:
             rows = list(
                 Outbox.objects.filter(topic__in=self.topics, sent_at__isnull=True).order_by("pk")[
@@ -177,6 +184,13 @@ class Relay:
             total += len(rows)
             if len(rows) < limit:
                 return total
+
+    def backlog(self, *, older_than_s: float) -> bool:
+        """Whether a row of these topics has waited unsent for longer than `older_than_s`."""
+        cutoff = timezone.now() - datetime.timedelta(seconds=older_than_s)
+        return Outbox.objects.filter(
+            topic__in=self.topics, sent_at__isnull=True, created_at__lt=cutoff
+        ).exists()
 
     def send(self, rows: Iterable[Outbox]) -> None:
         """Produce the rows in order, wait for the broker, then mark them sent."""

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.exceptions import InsufficientFunds, LedgerError
@@ -376,15 +377,18 @@ def order_replace(
         open_quantity=new_quantity - order.filled_quantity,
         price=new_price,
     )
-    if need > order.held:
-        extra = need - order.held
+    extra = max(need - order.held, Decimal(0))
+    if extra:
         _hold(account=order.account, order=order, amount=extra, memo="replace")
-        order.held = need
-        order.save(update_fields=["held"])
+        Order.objects.filter(pk=order.pk).update(held_for_replace=F("held_for_replace") + extra)
     _command(
         order,
         type=REPLACE,
-        data={"quantity": f"{new_quantity.normalize():f}", "price": f"{new_price.normalize():f}"},
+        data={
+            "quantity": f"{new_quantity.normalize():f}",
+            "price": f"{new_price.normalize():f}",
+            "extra_hold": f"{extra.normalize():f}",
+        },
     )
     return order
 

@@ -19,6 +19,7 @@ from tredye.workers import Backoff
 
 logger = logging.getLogger(__name__)
 ORPHAN_CHECK_EVERY_S = 1.0
+ORPHAN_AFTER_S = 3.0
 
 
 class Command(BaseCommand):
@@ -49,14 +50,15 @@ class Command(BaseCommand):
                 now = time.monotonic()
                 if now - last_orphan_check >= ORPHAN_CHECK_EVERY_S:
                     last_orphan_check = now
+                    # The matcher relays its own events; step in only for rows it left
+                    # behind (it died after a commit) while it is away.
+                    if events.backlog(older_than_s=ORPHAN_AFTER_S) and all(
+                        lanes.acquire(topic, wait=False) for topic in EVENT_TOPICS
+                    ):
+                        events.recovered.clear()
+                        sent += events.drain()
                     for topic in EVENT_TOPICS:
-                        if lanes.acquire(topic, wait=False):
-                            events.recovered.discard(topic)
-                            try:
-                                events.topics = [topic]
-                                sent += events.drain()
-                            finally:
-                                lanes.release(topic)
+                        lanes.release(topic)
                 backoff.reset()
                 close_old_connections()
                 if not sent:
