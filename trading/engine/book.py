@@ -200,6 +200,8 @@ class OrderBook:
         "_asks",
         "_bid_keys",
         "_ask_keys",
+        "_bid_best",
+        "_ask_best",
         "_live",
         "_buy_stops",
         "_sell_stops",
@@ -221,6 +223,8 @@ class OrderBook:
         self._asks: dict[int, _Level] = {}
         self._bid_keys: list[int] = []  # bid prices ascending: best is last
         self._ask_keys: list[int] = []  # negated ask prices ascending: best is last
+        self._bid_best: float = _NEG_INF  # best bid price, -inf when there is none
+        self._ask_best: float = _INF  # best ask price, +inf when there is none
         self._live: dict[int, Any] = {}  # id -> resting node (a list) or _Stop
         self._buy_stops: dict[int, list[_Stop]] = {}
         self._sell_stops: dict[int, list[_Stop]] = {}
@@ -343,74 +347,88 @@ class OrderBook:
         oid = order.id
         if type(oid) is not int:
             return [rejected(oid, Reason.INVALID_ID)]
-        live = self._live
-        if oid in live:
+        if oid in self._live:
             return [rejected(oid, Reason.DUPLICATE_ID)]
-        tif = order.tif
-        if order.type is not _LIMIT or (tif is not _GTC and tif is not _DAY) or order.post_only:
-            return self._submit_other(order, ts)
-        # Fast path: a plain GTC or DAY limit order, validated inline (same checks as _check).
+        # Fast path: limit (GTC, DAY, IOC) and market (not FOK) orders without post-only,
+        # validated inline with the same checks as _check. Anything else, valid or not, takes
+        # the general path, which also finds the reason for a rejection.
         side = order.side
         qty = order.qty
-        price = order.price
+        tif = order.tif
         if (
             type(order.account_id) is not int
             or (side is not _BUY and side is not _SELL)
             or type(qty) is not int
             or qty <= 0
-            or type(price) is not int
-            or price <= 0
+            or (tif is not _GTC and tif is not _DAY and tif is not _IOC)
             or order.stop_price is not None
             or order.post_only is not False
         ):
-            return [rejected(oid, _check(order))]  # type: ignore[arg-type]
-
-        event = AcceptedBuilder()
-        event.order_id = oid
-        event.__class__ = Accepted
-        if side is _BUY:
-            opposite = self._ask_keys
-            if opposite and opposite[-1] >= -price:
-                return self._submit_crossing(order, event, -price, ts)
-            levels = self._bids
-            keys = self._bid_keys
-            key = price
-        else:
-            opposite = self._bid_keys
-            if opposite and opposite[-1] >= price:
-                return self._submit_crossing(order, event, price, ts)
-            levels = self._asks
-            keys = self._ask_keys
-            key = -price
-        # Rest it (an inlined _rest).
-        level = levels.get(price)
-        if level is None:
-            level = _Level()
-            level.total = total = qty
-            level.limit = _COMPACT_MIN
-            levels[price] = level
-            if not keys or key > keys[-1]:
-                keys.append(key)
+            return self._submit_other(order, ts)
+        price = order.price
+        otype = order.type
+        if otype is _LIMIT and type(price) is int and price > 0:
+            event = AcceptedBuilder()
+            event.order_id = oid
+            event.__class__ = Accepted
+            if side is _BUY:
+                if self._ask_best <= price:
+                    return self._submit_taker(order, event, -price, ts)
+                levels = self._bids
+                keys = self._bid_keys
+                key = price
             else:
-                insort(keys, key)
-        else:
-            level.total = total = level.total + qty
-        node = [qty, order, level]
-        level.append(node)
-        live[oid] = node
-        delta = BookDeltaBuilder()
-        delta.side = side
-        delta.price = price
-        delta.qty = total
-        delta.__class__ = BookDelta
-        return [event, delta]
+                if self._bid_best >= price:
+                    return self._submit_taker(order, event, price, ts)
+                levels = self._asks
+                keys = self._ask_keys
+                key = -price
+            if tif is _IOC:
+                return [event, canceled(oid, qty, 0, _IOC_REMAINDER)]
+            # Rest it (an inlined _append).
+            level = levels.get(price)
+            if level is None:
+                level = _Level()
+                level.total = total = qty
+                level.limit = _COMPACT_MIN
+                levels[price] = level
+                if not keys or key > keys[-1]:  # a new best level
+                    keys.append(key)
+                    if side is _BUY:
+                        self._bid_best = price
+                    else:
+                        self._ask_best = price
+                else:
+                    insort(keys, key)
+            else:
+                level.total = total = level.total + qty
+            node = [qty, order, level]
+            level.append(node)
+            self._live[oid] = node
+            delta = BookDeltaBuilder()
+            delta.side = side
+            delta.price = price
+            delta.qty = total
+            delta.__class__ = BookDelta
+            return [event, delta]
+        if otype is _MARKET and price is None:
+            event = AcceptedBuilder()
+            event.order_id = oid
+            event.__class__ = Accepted
+            return self._submit_taker(order, event, _NEG_INF, ts)
+        return self._submit_other(order, ts)
 
-    def _submit_crossing(self, order: Order, event: Accepted, bound: int, ts: int) -> list[Event]:
-        """Finish ``submit`` for a valid GTC/DAY limit order that crosses the book."""
+    def _submit_taker(self, order: Order, event: Accepted, bound: float, ts: int) -> list[Event]:
+        """Finish ``submit`` for a valid limit order that crosses, or a market order."""
         events: list[Any] = [event]
         qty = self._take(order.id, order.account_id, order.side, bound, order.qty, events, ts)
         if qty:
-            self._rest(order, qty, events)
+            if order.price is None:
+                events.append(canceled(order.id, qty, 0, _NO_LIQUIDITY))
+            elif order.tif is _IOC:
+                events.append(canceled(order.id, qty, 0, _IOC_REMAINDER))
+            else:
+                self._rest(order, qty, events)
         if self._pending:
             self._run_pending(events, ts)
         return events
@@ -516,7 +534,7 @@ class OrderBook:
             price = key * sign
             level = levels[price]
             start_total = total = level.total
-            traded = False
+            start_seq = trade_seq
             while True:
                 node = level[0]
                 maker_qty = node[0]
@@ -529,29 +547,26 @@ class OrderBook:
                     if not qty or not total:
                         break
                     continue
+                trade = TradeBuilder()
                 if maker_qty <= qty:
                     qty -= maker_qty
-                    fill = maker_qty
-                    maker_qty = 0
+                    total -= maker_qty
+                    trade.qty = maker_qty
+                    trade.maker_remaining = 0
                     level.popleft()
                     del live[maker.id]
                 else:
-                    maker_qty -= qty
-                    node[0] = maker_qty
-                    fill = qty
+                    node[0] = trade.maker_remaining = maker_qty - qty
+                    total -= qty
+                    trade.qty = qty
                     qty = 0
-                total -= fill
                 trade_seq += 1
-                traded = True
-                trade = TradeBuilder()
                 trade.maker_order_id = maker.id
                 trade.taker_order_id = tid
                 trade.price = price
-                trade.qty = fill
                 trade.aggressor_side = side
                 trade.maker_account_id = maker.account_id
                 trade.taker_account_id = taccount
-                trade.maker_remaining = maker_qty
                 trade.taker_remaining = qty
                 trade.seq = trade_seq
                 trade.ts = ts
@@ -571,13 +586,17 @@ class OrderBook:
                     keys.pop()
                     del levels[price]
                     level.clear()  # drop dead nodes (they point back at the level)
-            if traded:
+            if trade_seq != start_seq:
                 self._last_price = price
                 if price >= self._buy_trigger or price <= self._sell_trigger:
                     self._collect_triggers(price)
             if not qty:
                 break
         self._trade_seq = trade_seq
+        if side is _BUY:
+            self._ask_best = -keys[-1] if keys else _INF
+        else:
+            self._bid_best = keys[-1] if keys else _NEG_INF
         return qty
 
     def _prevent_self_trade(
@@ -636,7 +655,8 @@ class OrderBook:
         """Add a node at the back of its level; return the level's new total."""
         order = node[_ORDER]
         price = order.price
-        if order.side is _BUY:
+        side = order.side
+        if side is _BUY:
             levels = self._bids
             keys = self._bid_keys
             key = price
@@ -651,6 +671,10 @@ class OrderBook:
             level.limit = _COMPACT_MIN
             levels[price] = level
             insort(keys, key)
+            if side is _BUY:
+                self._bid_best = keys[-1]
+            else:
+                self._ask_best = -keys[-1]
         else:
             level.total += node[_QTY]
         node[2] = level
@@ -684,6 +708,10 @@ class OrderBook:
         del levels[price]
         if keys[-1] == key:
             keys.pop()
+            if side is _BUY:
+                self._bid_best = keys[-1] if keys else _NEG_INF
+            else:
+                self._ask_best = -keys[-1] if keys else _INF
         else:
             del keys[bisect_left(keys, key)]
         level.clear()  # drop dead nodes (they point back at the level)
@@ -703,10 +731,9 @@ class OrderBook:
         ``qty`` at or above the open quantity (or None) removes the order.
         """
         if qty is None:
-            node = self._live.get(order_id)
+            node = self._live.pop(order_id, None)
             if type(node) is list:
                 # Fast path: remove a resting order (an inlined _remove).
-                del self._live[order_id]
                 open_qty = node[0]
                 node[0] = 0
                 level = node[2]
@@ -728,6 +755,9 @@ class OrderBook:
                 delta.qty = total
                 delta.__class__ = BookDelta
                 return [event, delta]
+            if node is None:
+                return [rejected(order_id, Reason.UNKNOWN_ORDER)]
+            self._live[order_id] = node  # a pending stop: put it back for _cancel_other
         return self._cancel_other(order_id, qty)
 
     def _cancel_other(self, order_id: int, qty: int | None) -> list[Event]:
@@ -1059,6 +1089,44 @@ class OrderBook:
         book.last_price = snapshot["last_price"]
         book._trade_seq = snapshot["trade_seq"]
         return book
+
+    def _verify(self) -> None:
+        """Check the internal invariants (for tests): raise AssertionError when one fails."""
+        resting = 0
+        for levels, keys, sign in (
+            (self._bids, self._bid_keys, 1),
+            (self._asks, self._ask_keys, -1),
+        ):
+            if sorted(keys) != keys or len(set(keys)) != len(keys):
+                raise AssertionError("keys out of order")
+            if sorted(levels) != sorted(key * sign for key in keys):
+                raise AssertionError("keys and levels disagree")
+            for price, level in levels.items():
+                live = [node for node in level if node[_QTY]]
+                if not live or level.total != sum(node[_QTY] for node in live):
+                    raise AssertionError(f"level {price} total is wrong")
+                for node in live:
+                    if node[2] is not level or node[_ORDER].price != price:
+                        raise AssertionError(f"node {node[_ORDER].id} is misplaced")
+                    if self._live.get(node[_ORDER].id) is not node:
+                        raise AssertionError(f"node {node[_ORDER].id} is not live")
+                resting += len(live)
+        if self._bid_best != (self._bid_keys[-1] if self._bid_keys else _NEG_INF):
+            raise AssertionError("cached best bid is stale")
+        if self._ask_best != (-self._ask_keys[-1] if self._ask_keys else _INF):
+            raise AssertionError("cached best ask is stale")
+        stops = self._stops_in_priority()
+        if resting + len(stops) != len(self._live) or self._pending:
+            raise AssertionError("live map out of step")
+        for stop in stops:
+            if self._live.get(stop.order.id) is not stop:
+                raise AssertionError(f"stop {stop.order.id} is not live")
+        buy = [s.order.stop_price for s in stops if s.order.side is _BUY]
+        sell = [s.order.stop_price for s in stops if s.order.side is _SELL]
+        if self._buy_trigger != (min(buy) if buy else _INF):
+            raise AssertionError("buy trigger is stale")
+        if self._sell_trigger != (max(sell) if sell else _NEG_INF):
+            raise AssertionError("sell trigger is stale")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, OrderBook):

@@ -11,18 +11,51 @@ constructor; ``tests/test_events.py`` checks this for every event class.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def _setstate(self: Any, state: Any) -> None:
+    # pickle support: a frozen dataclass refuses setattr, so restore slots directly
+    for name, value in state[1].items():
+        object.__setattr__(self, name, value)
+
+
+def _event(cls: type[_T]) -> type[_T]:
+    """Make ``cls`` a frozen dataclass whose fields live in the slots of a plain base class.
+
+    The base class (``cls.__mro__[1]``) is mutable, so the engine builds an instance of it,
+    sets the fields with plain attribute stores, and then assigns ``__class__ = cls``; with
+    the slots in a shared base, that switch needs no layout comparison (see ``builder_for``).
+    Instances have no ``__dict__``, compare and hash like any frozen dataclass.
+    """
+    names = tuple(cls.__annotations__)
+    base = type(
+        f"_{cls.__name__}Slots",
+        (),
+        {"__slots__": names, "__module__": cls.__module__, "__setstate__": _setstate},
+    )
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    namespace["__slots__"] = ()
+    frozen = dataclass(frozen=True)(type(cls.__name__, (base,), namespace))
+    for name in names:  # defaults now live in __init__; the slots must show through
+        if name in frozen.__dict__:
+            delattr(frozen, name)
+    return frozen  # type: ignore[return-value]
+
 
 from trading.engine.types import Side
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Accepted:
     """The order is live: resting, pending as a stop, or about to match."""
 
     order_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Rejected:
     """The command was refused; the book did not change."""
 
@@ -30,7 +63,7 @@ class Rejected:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Trade:
     """A fill at the maker's price. ``*_remaining`` is each order's open quantity after it."""
 
@@ -47,7 +80,7 @@ class Trade:
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Canceled:
     """``qty`` was cancelled; ``remaining`` is still open (0 when the order is gone)."""
 
@@ -57,7 +90,7 @@ class Canceled:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Expired:
     """A DAY order's open ``qty`` expired; the order is gone."""
 
@@ -65,14 +98,14 @@ class Expired:
     qty: int
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Triggered:
     """A pending stop order was triggered and now runs as a market or limit order."""
 
     order_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class Replaced:
     """A live order now has open quantity ``qty`` and limit price ``price``.
 
@@ -88,7 +121,7 @@ class Replaced:
     stop_price: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_event
 class BookDelta:
     """The level ``price`` on ``side`` now holds ``qty`` in total; 0 means it is gone."""
 
@@ -111,14 +144,19 @@ EVENT_CLASSES: tuple[type, ...] = (
 
 
 def builder_for(cls: type) -> type:
-    """Return a mutable class with the same slot layout as the frozen dataclass ``cls``.
+    """Return a mutable class with the slot layout of the frozen dataclass ``cls``.
 
-    Set every field on an instance, then assign ``instance.__class__ = cls``.
+    Set every field on an instance, then assign ``instance.__class__ = cls``. For an event
+    class that is its slotted base; for a ``slots=True`` dataclass (``Order``) it is a twin
+    class with the same slots, which costs a layout comparison on each switch.
     """
     names = tuple(f.name for f in fields(cls))
-    if cls.__slots__ != names:  # the layouts must match for the __class__ switch
-        raise TypeError(f"{cls.__name__} is not a slotted dataclass")
-    return type(f"_{cls.__name__}Builder", (), {"__slots__": names})
+    if cls.__dict__.get("__slots__") == names:
+        return type(f"_{cls.__name__}Builder", (), {"__slots__": names})
+    base = cls.__mro__[1]
+    if base.__dict__.get("__slots__") != names:
+        raise TypeError(f"{cls.__name__} is not a slotted frozen dataclass")
+    return base
 
 
 AcceptedBuilder = builder_for(Accepted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import pytest
 
@@ -17,8 +18,11 @@ from .helpers import BUY, SELL, limit, market
 def test_event_and_order_classes_are_frozen_slotted_dataclasses(cls: type) -> None:
     assert dataclasses.is_dataclass(cls)
     assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-    assert cls.__slots__ == tuple(f.name for f in dataclasses.fields(cls))
-    instance = cls(*range(1, len(dataclasses.fields(cls)) + 1))
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    # every field is a slot, of the class itself or (events) of its private base class
+    slots = tuple(name for klass in cls.__mro__ for name in klass.__dict__.get("__slots__", ()))
+    assert slots == names
+    instance = cls(*range(1, len(names) + 1))
     assert not hasattr(instance, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
         instance.__setattr__(dataclasses.fields(cls)[0].name, 99)
@@ -62,6 +66,11 @@ def test_engine_trade_events_are_complete_frozen_instances() -> None:
     assert dataclasses.asdict(trade)["maker_remaining"] == 2
     with pytest.raises(dataclasses.FrozenInstanceError):
         trade.qty = 1  # type: ignore[misc]
+
+
+def test_events_pickle() -> None:
+    event = events.replaced(1, 2, 3, 4, 5)
+    assert pickle.loads(pickle.dumps(event)) == event  # noqa: S301 - our own data
 
 
 def test_events_serialise_as_plain_data() -> None:

@@ -37,6 +37,7 @@ def test_the_book_is_never_crossed_after_a_call(commands, stp) -> None:
         runner.apply(command)
         bid, ask = runner.book.best_bid(), runner.book.best_ask()
         assert bid is None or ask is None or bid[0] < ask[0]
+        runner.book._verify()
 
 
 @PROPERTY

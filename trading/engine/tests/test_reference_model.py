@@ -25,3 +25,4 @@ def test_engine_matches_the_reference_model(commands, stp) -> None:
             assert engine.book.open_qty(order_id) == reference.book.live[order_id].qty
         assert len(engine.book) == len(reference.book.live)
         assert engine.book.last_price == reference.book.last_price
+        engine.book._verify()
