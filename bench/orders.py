@@ -1,0 +1,280 @@
+"""Benchmark the order path end to end (not a test: it prints figures, it asserts nothing).
+
+Concurrent traders call `order_place` (each in a process of its own, like web workers) while
+the real outbox relay and matcher run as child processes. Prints orders/s accepted, fills/s
+committed, and p50/p99 latency from placement to: order_place returning (funds held, order
+queued), the matcher's first event for the order on `account-events` (accepted into the book),
+and the `filled` event on `account-events`.
+
+    .venv/bin/python bench/orders.py [--traders 4] [--seconds 20] [--rate 0]
+
+Uses the PostgreSQL server of the settings with a scratch database of its own (created,
+migrated and dropped), and a private Tansu broker unless KAFKA_BOOTSTRAP_SERVERS names one.
+`--rate` caps each trader's orders per second (0: as fast as it can).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection, connections  # noqa: E402
+from kafka import TopicPartition  # noqa: E402
+
+from tredye import kafka  # noqa: E402
+from tredye.devbroker import Broker, free_port  # noqa: E402
+
+D = Decimal
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def trader_main(
+    index: int, account_id: int, symbol: str, seconds: float, rate: float, db: str, out: str
+) -> None:
+    """One trader process: place orders around 100.00 as fast as allowed; write timings."""
+    settings.DATABASES["default"]["NAME"] = db
+    connections.close_all()
+    from accounts.models import Account
+    from trading.services import order_place
+
+    account = Account.objects.get(pk=account_id)
+    rng = random.Random(index)
+    deadline = time.time() + seconds
+    rows = []
+    number = 0
+    while time.time() < deadline:
+        number += 1
+        side = rng.choice(["buy", "sell"])
+        # Buys a little above and sells a little below the middle: about half cross.
+        offset = rng.randint(-5, 10) if side == "buy" else -rng.randint(-5, 10)
+        started = time.time()
+        order = order_place(
+            account=account,
+            symbol=symbol,
+            client_order_id=f"b{index}-{number}",
+            side=side,
+            quantity=str(rng.randint(1, 10)),
+            price=f"{D(10000 + offset) / 100:.2f}",
+        )
+        rows.append(f"{order.pk} {started} {time.time()}\n")
+        if rate:
+            time.sleep(max(0.0, started + 1 / rate - time.time()))
+    Path(out).write_text("".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traders", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    broker = None
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        broker = Broker(free_port(), workdir)
+        broker.start()
+        settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
+    settings.KAFKA_TOPIC_PREFIX = f"benchorders{os.getpid()}."
+    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    processes: list[subprocess.Popen] = []
+    try:
+        run(args, workdir, db_name, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+        connections.close_all()
+        connection.creation.destroy_test_db(db_name, verbosity=0)
+        if broker is not None:
+            broker.kill()
+
+
+def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: list) -> None:
+    from django.contrib.auth import get_user_model
+
+    from accounts import services as ledger
+    from accounts.models import Asset
+    from trading.models import Instrument, Order, Trade
+
+    usd, _ = Asset.objects.get_or_create(code="USD", defaults={"name": "US dollar", "precision": 2})
+    base = Asset.objects.create(code="BNCH", name="Bench", precision=0)
+    instrument = Instrument.objects.create(
+        symbol="BNCH",
+        name="Bench",
+        base=base,
+        quote=usd,
+        tick_size=D("0.01"),
+        lot_size=D("1"),
+        maker_fee_rate=D("0.001"),
+        taker_fee_rate=D("0.002"),
+    )
+    accounts = []
+    for index in range(args.traders):
+        user = get_user_model().objects.create_user(f"bench{index}", password=None)
+        account = ledger.account_open(user=user)
+        for asset, amount in ((usd, D("100000000")), (base, D("10000000"))):
+            ledger.deposit(
+                account=account,
+                asset=asset,
+                amount=amount,
+                reference="bench",
+                idempotency_key=f"bench-{index}-{asset.code}",
+            )
+        accounts.append(account)
+    kafka.ensure_topics()
+
+    db = settings.DATABASES["default"]
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    env = os.environ | {
+        "DATABASE_URL": f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db_name}",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS[0],
+        "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
+        "DATABASE_CONN_MAX_AGE": "600",
+    }
+    for name in ("run_outbox_relay", "run_matcher"):
+        log_file = (workdir / f"{name}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), name],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    # Watch account-events for each order's first matcher event and its filled event.
+    first_seen: dict[int, float] = {}
+    filled_seen: dict[int, float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        consumer = kafka.consumer(auto_offset_reset="earliest")
+        physical = kafka.topic(kafka.ACCOUNT_EVENTS)
+        partitions = [
+            TopicPartition(physical, p) for p in sorted(consumer.partitions_for_topic(physical))
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=20).values():
+                now = time.time()
+                for record in records:
+                    for order in kafka.decode(record.value).data["orders"]:
+                        first_seen.setdefault(order["id"], now)
+                        if order["status"] == "filled":
+                            filled_seen.setdefault(order["id"], now)
+        consumer.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(6)  # the matcher and relay start up
+    log(
+        f"{args.traders} traders for {args.seconds:.0f}s"
+        + (f" at most {args.rate:.0f}/s each" if args.rate else "")
+    )
+    context = multiprocessing.get_context("fork")
+    connections.close_all()
+    outputs = [workdir / f"trader{index}.txt" for index in range(args.traders)]
+    started = time.time()
+    traders = [
+        context.Process(
+            target=trader_main,
+            args=(
+                index,
+                accounts[index].pk,
+                instrument.symbol,
+                args.seconds,
+                args.rate,
+                db_name,
+                str(outputs[index]),
+            ),
+        )
+        for index in range(args.traders)
+    ]
+    for process in traders:
+        process.start()
+    for process in traders:
+        process.join()
+    placed_for = time.time() - started
+    placements: dict[int, tuple[float, float]] = {}
+    for output in outputs:
+        for line in output.read_text().splitlines():
+            order_id, begin, end = line.split()
+            placements[int(order_id)] = (float(begin), float(end))
+    # Let the matcher catch up.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if not Order.objects.filter(status=Order.Status.PENDING_NEW).exists():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    stop.set()
+    watcher.join(5)
+    trades = Trade.objects.count()
+    last_trade = Trade.objects.order_by("-executed_at").values_list("executed_at", flat=True)[:1]
+    first_trade = Trade.objects.order_by("executed_at").values_list("executed_at", flat=True)[:1]
+    trade_span = (last_trade[0] - first_trade[0]).total_seconds() if trades > 1 else float("nan")
+    commit_latency = [(end - begin) * 1000 for begin, end in placements.values()]
+    accept_latency = [
+        (first_seen[oid] - begin) * 1000
+        for oid, (begin, _) in placements.items()
+        if oid in first_seen
+    ]
+    fill_latency = [
+        (filled_seen[oid] - begin) * 1000
+        for oid, (begin, _) in placements.items()
+        if oid in filled_seen
+    ]
+    log(
+        f"orders placed:    {len(placements)} in {placed_for:.1f}s = "
+        f"{len(placements) / placed_for:.0f} orders/s accepted"
+    )
+    log(
+        f"fills committed:  {trades} trades in {trade_span:.1f}s = "
+        f"{trades / trade_span:.0f} fills/s "
+        f"({2 * trades / trade_span:.0f} order fills/s)"
+    )
+    for name, values in (
+        ("placement → order_place returned", commit_latency),
+        ("placement → matcher event (accepted)", accept_latency),
+        ("placement → filled event on topic", fill_latency),
+    ):
+        log(
+            f"{name:40s} p50 {percentile(values, 0.5):7.1f} ms   p99 "
+            f"{percentile(values, 0.99):7.1f} ms   (n={len(values)})"
+        )
+
+
+if __name__ == "__main__":
+    main()

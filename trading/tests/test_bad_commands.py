@@ -1,0 +1,50 @@
+"""Bad records on the orders topic go to the dead-letter topic and change nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from accounts.selectors import ledger_verify
+from trading.models import Order
+from trading.services import order_place
+from trading.tests.conftest import settled
+from trading.tests.test_matcher_crash import read_topic
+from tredye import kafka
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_poison_commands_are_dead_lettered(order_path, instrument, trader):
+    with override_settings(KAFKA_TOPIC_PREFIX=order_path):
+        market = instrument()
+        buyer = trader({market.quote: "1000"})
+        producer = kafka.producer()
+        topic = kafka.topic(kafka.ORDERS)
+        key = market.symbol.encode()
+        bad = [
+            b"not json at all",
+            kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": "x"}),
+            kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": 99999}),
+            kafka.encode(type="order.nuke", key=market.symbol, seq=0, data={"order_id": 1}),
+        ]
+        for value in bad:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+        producer.close()
+        # the matcher carries on: a good order after them is accepted
+        order = settled(
+            order_place(
+                account=buyer,
+                symbol=market.symbol,
+                client_order_id="ok",
+                side="buy",
+                quantity="1",
+                price="10.00",
+            )
+        )
+        assert order.status == Order.Status.NEW
+        dead = [record.value for record in read_topic(kafka.DEAD_LETTER)]
+        assert sorted(dead) == sorted(bad)
+        assert Order.objects.count() == 1
+        assert ledger_verify() == []

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from trading import views
+
+app_name = "trading"
+urlpatterns = [
+    path("api/orders/", views.orders, name="orders"),
+    path("api/orders/cancel-all/", views.cancel_all, name="cancel_all"),
+    path("api/orders/<str:order_id>/", views.order_detail, name="order_detail"),
+    path("api/orders/<str:order_id>/cancel/", views.order_cancel, name="order_cancel"),
+    path("api/trades/", views.trades, name="trades"),
+    path("api/positions/", views.positions, name="positions"),
+]
