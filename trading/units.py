@@ -57,9 +57,8 @@ def fee(*, amount: Decimal, rate: Decimal, precision: int) -> Decimal:
     return floor_to(_WIDE.multiply(amount, rate), precision)
 
 
-def plain(value: Decimal | None) -> str | None:
+def plain(value: Decimal | int | None) -> str | None:
     """A Decimal as a short string without exponent ("1.5", "100")."""
     if value is None:
         return None
-    text = f"{value.normalize():f}"
-    return text
+    return f"{Decimal(value).normalize():f}"
