@@ -1,17 +1,19 @@
 """Events emitted by the order book: frozen, slotted dataclasses.
 
 Constructing a frozen dataclass through its ``__init__`` costs one ``object.__setattr__`` call
-per field, which dominates the engine's hot path. The engine therefore builds events through
-``builder_for(cls)``: a plain slotted class with exactly the same slots, whose attributes are set
-with ordinary (fast) stores, after which the instance's ``__class__`` is switched to the frozen
-dataclass. The result is an ordinary instance of the dataclass, equal to one built through its
-constructor; ``tests/test_events.py`` checks this for every event class.
-"""
+per field, which would dominate the engine's hot path. So each event class is made by
+``_event``: a frozen dataclass whose fields are the slots of a private, mutable base class.
+The engine creates an instance of the base (``builder_for(cls)``), sets the fields with plain
+attribute stores, then assigns ``instance.__class__ = cls``. The result is an ordinary
+instance of the frozen dataclass, equal to one built through its constructor, with no
+``__dict__``; ``tests/test_events.py`` checks this for every event class."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
+
+from trading.engine.types import Side
 
 _T = TypeVar("_T")
 
@@ -43,9 +45,6 @@ def _event(cls: type[_T]) -> type[_T]:
         if name in frozen.__dict__:
             delattr(frozen, name)
     return frozen  # type: ignore[return-value]
-
-
-from trading.engine.types import Side
 
 
 @_event
