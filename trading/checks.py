@@ -11,21 +11,21 @@ _OPEN = "('pending_new', 'new', 'partially_filled')"
 
 HELD_EQUALS_OPEN_ORDERS = f"""
     WITH needed AS (
+        -- Every (account, asset) an order ever held; a hold made outside trading (the
+        -- ledger's own `hold` service) on a pair no order uses is not checked here.
         SELECT o.account_id,
                CASE WHEN o.side = 'buy' THEN i.quote_id ELSE i.base_id END AS asset_id,
                SUM(CASE WHEN o.status IN {_OPEN} THEN o.held ELSE 0 END
                    + o.held_for_replace) AS held
           FROM trading_order o JOIN trading_instrument i ON i.id = o.instrument_id
-         WHERE o.status IN {_OPEN} OR o.held_for_replace <> 0
          GROUP BY 1, 2
     )
-    SELECT COALESCE(b.account_id, n.account_id), a.code, a.precision,
-           COALESCE(b.held, 0), COALESCE(n.held, 0)
+    SELECT b.account_id, a.code, a.precision, b.held, n.held
       FROM (SELECT account_id, asset_id, held FROM accounts_balance
              WHERE account_kind = 'customer') b
-      FULL OUTER JOIN needed n ON n.account_id = b.account_id AND n.asset_id = b.asset_id
-      JOIN accounts_asset a ON a.id = COALESCE(b.asset_id, n.asset_id)
-     WHERE COALESCE(b.held, 0) <> COALESCE(n.held, 0)
+      JOIN needed n ON n.account_id = b.account_id AND n.asset_id = b.asset_id
+      JOIN accounts_asset a ON a.id = b.asset_id
+     WHERE b.held <> n.held
      ORDER BY 1, 2
 """  # noqa: S608 - constants only
 
