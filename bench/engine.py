@@ -136,8 +136,8 @@ def generate(count: int, seed: int) -> tuple[list[Command], dict[str, int]]:
         elif other < 0.4 and target is not None:  # replace
             view = shadow.get(target)
             assert view is not None
-            price = None if view.pending else passive_price(view.side)
-            command = (REPLACE, target, size(), price)
+            new_price = None if view.pending else passive_price(view.side)
+            command = (REPLACE, target, size(), new_price)
         elif other < 0.6:  # stop or stop-limit
             gap = rng.randint(1, 30)
             trigger = mid + gap if side is buy else max(1, mid - gap)

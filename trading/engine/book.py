@@ -980,7 +980,7 @@ class OrderBook:
 
     def _resting_in_priority(self) -> list[list[Any]]:
         """Live resting nodes: bids then asks, best level first, in time priority."""
-        result = []
+        result: list[list[Any]] = []
         for keys, levels, sign in (
             (self._bid_keys, self._bids, 1),
             (self._ask_keys, self._asks, -1),
@@ -1121,8 +1121,8 @@ class OrderBook:
         for stop in stops:
             if self._live.get(stop.order.id) is not stop:
                 raise AssertionError(f"stop {stop.order.id} is not live")
-        buy = [s.order.stop_price for s in stops if s.order.side is _BUY]
-        sell = [s.order.stop_price for s in stops if s.order.side is _SELL]
+        buy = [s.order.stop_price or 0 for s in stops if s.order.side is _BUY]
+        sell = [s.order.stop_price or 0 for s in stops if s.order.side is _SELL]
         if self._buy_trigger != (min(buy) if buy else _INF):
             raise AssertionError("buy trigger is stale")
         if self._sell_trigger != (max(sell) if sell else _NEG_INF):

@@ -40,7 +40,7 @@ def _event(cls: type[_T]) -> type[_T]:
     )
     namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
     namespace["__slots__"] = ()
-    frozen = dataclass(frozen=True)(type(cls.__name__, (base,), namespace))
+    frozen: type = dataclass(frozen=True)(type(cls.__name__, (base,), namespace))
     for name in names:  # defaults now live in __init__; the slots must show through
         if name in frozen.__dict__:
             delattr(frozen, name)
