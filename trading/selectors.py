@@ -49,3 +49,20 @@ def trade_list(*, account: Account, limit: int = 100) -> QuerySet[Trade]:
 
 def position_list(*, account: Account) -> QuerySet[Position]:
     return Position.objects.filter(account=account).select_related("instrument")
+
+
+def order_open_list(*, account: Account, instrument: Instrument) -> QuerySet[Order]:
+    """The account's open orders on one instrument (pending acceptance included), oldest first."""
+    return Order.objects.filter(
+        account=account, instrument=instrument, status__in=Order.OPEN_STATUSES
+    ).order_by("pk")
+
+
+def position_quantity(*, account: Account, instrument: Instrument) -> Decimal:
+    """The account's net base quantity from trading the instrument (0 without a position)."""
+    quantity = (
+        Position.objects.filter(account=account, instrument=instrument)
+        .values_list("quantity", flat=True)
+        .first()
+    )
+    return quantity if quantity is not None else Decimal(0)
