@@ -42,6 +42,24 @@ INSTRUMENTS = [
     ("SOL-USD", "SOL", "USD", D("0.001"), D("0.01"), D("238.420"), D("0.80"), 5, D("50")),
 ]
 
+# Trading rules: (min size, max size) per order in base units, price band in % of the
+# reference (stocks 10 %, crypto 20 %), and fee rates on the quote amount of each fill.
+STOCK_BAND, CRYPTO_BAND = D("10"), D("20")
+MAKER_FEE_RATE, TAKER_FEE_RATE = D("0.0010"), D("0.0020")
+SIZE_LIMITS = {
+    "AAPL": (D("1"), D("10000")),
+    "MSFT": (D("1"), D("10000")),
+    "NVDA": (D("1"), D("20000")),
+    "AMZN": (D("1"), D("10000")),
+    "GOOGL": (D("1"), D("10000")),
+    "TSLA": (D("1"), D("10000")),
+    "SPY": (D("1"), D("25000")),
+    "BTC-USD": (D("0.0001"), D("10")),
+    "ETH-USD": (D("0.001"), D("250")),
+    "SOL-USD": (D("0.01"), D("5000")),
+}
+CRYPTO = {"BTC-USD", "ETH-USD", "SOL-USD"}
+
 DEMO_TRADER = "demo"
 # Quotes every instrument (manage.py run_market_maker); it never logs in.
 MARKET_MAKER = "market-maker"
@@ -73,6 +91,11 @@ def demo_load(*, trader_password: str, admin_password: str) -> dict[str, int]:
                 "quote": assets[quote],
                 "tick_size": tick,
                 "lot_size": lot,
+                "min_quantity": SIZE_LIMITS[symbol][0],
+                "max_quantity": SIZE_LIMITS[symbol][1],
+                "price_band_pct": CRYPTO_BAND if symbol in CRYPTO else STOCK_BAND,
+                "maker_fee_rate": MAKER_FEE_RATE,
+                "taker_fee_rate": TAKER_FEE_RATE,
             },
         )
         created["instruments"] += was_created
