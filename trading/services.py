@@ -12,14 +12,15 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import IntegrityError, transaction
+import psycopg
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from accounts.exceptions import InsufficientFunds, LedgerError
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account, Bucket, EntryKind
-from accounts.services import ledger_post, movement_entry
+from accounts.services import amount_format, ledger_post, movement_entry
 from trading.exceptions import (
     OrderNotOpen,
     OrderRejected,
@@ -29,8 +30,14 @@ from trading.exceptions import (
 )
 from trading.lock_objects import orders_lock
 from trading.models import Instrument, Order, Outbox
+from trading.placement import (
+    available_balance,
+    order_id_for,
+    placement_read,
+    placement_write,
+)
 from trading.selectors import reference_price
-from trading.units import NotAMultiple, buy_hold, steps
+from trading.units import NotAMultiple, buy_hold, ceil_to, steps
 from tredye import kafka
 
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -83,7 +90,12 @@ def _on_grid(value: Decimal, step: Decimal, name: str, code: str) -> None:
 
 def _band(instrument: Instrument) -> tuple[Decimal, Decimal] | None:
     """The lowest and highest acceptable limit price, or None with no reference price."""
-    reference = reference_price(instrument=instrument)
+    return _band_around(instrument, reference_price(instrument=instrument))
+
+
+def _band_around(
+    instrument: Instrument, reference: Decimal | None
+) -> tuple[Decimal, Decimal] | None:
     if reference is None:
         return None
     width = reference * instrument.price_band_pct / 100
@@ -109,9 +121,15 @@ def _check_size(instrument: Instrument, quantity: Decimal) -> None:
         )
 
 
-def _check_price(instrument: Instrument, price: Decimal, name: str = "price") -> None:
+_UNSET: Any = object()
+
+
+def _check_price(
+    instrument: Instrument, price: Decimal, name: str = "price", *, band: Any = _UNSET
+) -> None:
     _on_grid(price, instrument.tick_size, name, "invalid_tick_size")
-    band = _band(instrument)
+    if band is _UNSET:
+        band = _band(instrument)
     if band is not None and not band[0] <= price <= band[1]:
         raise OrderRejected(
             f"{name} {price.normalize():f} is outside the price band "
@@ -236,27 +254,35 @@ def order_place(
             "post-only needs a limit price and a GTC or DAY time in force",
             code="invalid_post_only",
         )
-    instrument = _instrument(symbol)
     if account.pk is None:
         raise OrderRejected("the account does not exist", code="unknown_account")
+    if not isinstance(symbol, str) or not symbol:
+        raise UnknownInstrument(f"unknown instrument {symbol!r}")
 
-    locked = accounts_lock(account_ids=[account.pk]).get(account.pk)
-    if locked is None or locked.kind != Account.Kind.CUSTOMER:
+    # One round trip: lock the account, read its state, the rules and the reference price.
+    placement = placement_read(
+        account_id=account.pk, symbol=symbol.strip().upper(), client_order_id=client_order_id
+    )
+    if placement is None:
+        if not Account.objects.filter(pk=account.pk).exists():
+            raise OrderRejected("only a customer account can place orders", code="unknown_account")
+        raise UnknownInstrument(f"unknown instrument {symbol!r}")
+    if placement.account_kind != Account.Kind.CUSTOMER:
         raise OrderRejected("only a customer account can place orders", code="unknown_account")
-    existing = Order.objects.filter(account=locked, client_order_id=client_order_id).first()
-    if existing is not None:
-        return existing
-    if locked.is_frozen:
-        raise OrderRejected(f"account #{locked.pk} is frozen", code="account_frozen")
+    if placement.existing_order_id is not None:
+        return Order.objects.select_related("instrument").get(pk=placement.existing_order_id)
+    if placement.account_status == Account.Status.FROZEN:
+        raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
+    instrument = placement.instrument
     _check_open(instrument)
     _check_size(instrument, quantity)
+    band = _band_around(instrument, placement.reference)
     if price is not None:
-        _check_price(instrument, price)
+        _check_price(instrument, price, band=band)
     if stop_price is not None:
         _on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
     protection = None
     if not has_limit:
-        band = _band(instrument)
         if band is None:
             raise OrderRejected(
                 f"{instrument.symbol} has no reference price for a market order",
@@ -267,9 +293,15 @@ def order_place(
     hold = hold_for(
         instrument=instrument, side=side, open_quantity=quantity, price=price or protection
     )
+    asset = instrument.quote if side == Order.Side.BUY else instrument.base
+    if hold != ceil_to(hold, asset.precision):
+        raise OrderRejected(
+            f"{asset.code} allows {asset.precision} decimal places; the hold {hold} has more",
+            code="invalid_amount",
+        )
     now = timezone.now()
     order = Order(
-        account=locked,
+        account=account,
         instrument=instrument,
         client_order_id=client_order_id,
         side=side,
@@ -285,13 +317,29 @@ def order_place(
         updated_at=now,
     )
     try:
-        order.save(force_insert=True)
-    except IntegrityError as error:  # a value the database refuses (should be caught above)
+        order_id = placement_write(
+            order=order,
+            asset_id=asset.pk,
+            hold=hold,
+            memo=f"{side} {instrument.symbol}",
+            topic=kafka.ORDERS,
+            type=PLACE,
+            ts=kafka.now_ms(),
+        )
+    except psycopg.errors.IntegrityError as error:  # a value the database refuses
         raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
-    _hold(account=locked, order=order, amount=hold, memo=f"{side} {instrument.symbol}")
-    _outbox(type=PLACE, symbol=instrument.symbol, seq=0, data={"order_id": order.pk}).save(
-        force_insert=True
-    )
+    if order_id is None:
+        existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
+        if existing is not None:  # placed by a racing call with the same id
+            return Order.objects.select_related("instrument").get(pk=existing)
+        available = available_balance(account_id=account.pk, asset_id=asset.pk)
+        raise OrderRejected(
+            f"account #{account.pk} has {amount_format(available, asset)} available, "
+            f"{amount_format(hold, asset)} needed",
+            code="insufficient_funds",
+        )
+    order.pk = order_id
+    order._state.adding = False
     return order
 
 
