@@ -6,7 +6,7 @@ import pytest
 
 from trading.engine import Accepted, Order, OrderBook, OrderType, Rejected, Side, TimeInForce
 
-from .helpers import BUY, SELL, limit, stop
+from .helpers import BUY, SELL, limit, market, stop
 
 LIMIT, MARKET, STOP, STOP_LIMIT = (
     OrderType.LIMIT,
@@ -67,6 +67,25 @@ def test_an_id_that_is_live_is_a_duplicate(first) -> None:
     book = OrderBook("X")
     book.submit(first)
     assert book.submit(limit(1, SELL, 1, 300)) == [Rejected(1, "duplicate_id")]
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        limit(1, SELL, 1, 300),  # fast path: every other check passes
+        market(1, SELL, 1),
+        limit(1, SELL, 0, 300),  # invalid qty: a later check than duplicate_id
+        limit(1, SELL, 1, -5),  # invalid price
+        Order(1, "x", SELL, OrderType.LIMIT, 1, 300),  # type: ignore[arg-type]
+        Order(1, 2, SELL, OrderType.LIMIT, 1, 300, tif=TimeInForce.FOK),
+    ],
+)
+def test_duplicate_id_is_found_before_any_later_check(again) -> None:
+    # submit validates the common case with one combined check and looks at the id last;
+    # the documented order (invalid_id, duplicate_id, then the rest) must still hold.
+    book = OrderBook("X")
+    book.submit(limit(1, BUY, 5, 90))
+    assert book.submit(again) == [Rejected(1, "duplicate_id")]
 
 
 def test_the_id_of_a_finished_order_can_be_used_again() -> None:
