@@ -31,6 +31,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
+# Measure what production runs: DEBUG wraps every cursor and keeps every query in memory.
+os.environ.setdefault("DJANGO_DEBUG", "false")
 
 import django  # noqa: E402
 
@@ -55,6 +57,24 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(db_name: str) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [db_name],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def trader_main(
@@ -107,7 +127,7 @@ def main() -> None:
     db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     processes: list[subprocess.Popen] = []
     try:
-        run(args, workdir, db_name, processes)
+        run(args, workdir, db_name, processes, broker)
     finally:
         for process in processes:
             process.terminate()
@@ -119,7 +139,9 @@ def main() -> None:
             broker.kill()
 
 
-def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: list) -> None:
+def run(
+    args: argparse.Namespace, workdir: Path, db_name: str, processes: list, broker: Broker | None
+) -> None:
     from django.contrib.auth import get_user_model
 
     from accounts import services as ledger
@@ -222,11 +244,28 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: list) 
         )
         for index in range(args.traders)
     ]
+    children_before = os.times()
+    named = {"matcher": processes[1].pid, "relay": processes[0].pid}
+    if broker is not None:
+        named["kafka broker"] = broker.popen.pid
+    cpu_before = {name: cpu_seconds(pid) for name, pid in named.items()}
     for process in traders:
         process.start()
+    time.sleep(min(2.0, args.seconds / 2))
+    # The traders' and workers' PostgreSQL backends, seen while they are connected.
+    backends = postgres_pids(db_name)
+    connections.close_all()
+    backend_cpu = {pid: cpu_seconds(pid) for pid in backends}
     for process in traders:
         process.join()
     placed_for = time.time() - started
+    children_after = os.times()
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in named.items()}
+    used = [cpu_seconds(pid) - before for pid, before in backend_cpu.items()]
+    cpu["postgres backends (from 2 s in)"] = sum(u for u in used if u == u)  # skip NaN: gone
+    cpu["traders"] = (children_after.children_user + children_after.children_system) - (
+        children_before.children_user + children_before.children_system
+    )
     placements: dict[int, tuple[float, float]] = {}
     for output in outputs:
         for line in output.read_text().splitlines():
@@ -265,6 +304,9 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: list) 
         f"{trades / trade_span:.0f} fills/s "
         f"({2 * trades / trade_span:.0f} order fills/s)"
     )
+    log(f"CPU seconds while the traders ran ({os.cpu_count()} CPUs, {placed_for:.1f}s wall):")
+    for name, seconds in cpu.items():
+        log(f"  {name:34s} {seconds:6.1f} s  = {seconds * 1000 / len(placements):5.2f} ms/order")
     for name, values in (
         ("placement → order_place returned", commit_latency),
         ("placement → matcher event (accepted)", accept_latency),

@@ -20,6 +20,7 @@ from tredye.workers import Backoff
 logger = logging.getLogger(__name__)
 ORPHAN_CHECK_EVERY_S = 1.0
 ORPHAN_AFTER_S = 3.0
+CONNECTION_CHECK_EVERY_S = 1.0
 
 
 class Command(BaseCommand):
@@ -37,7 +38,7 @@ class Command(BaseCommand):
         orders = Relay(topics=[kafka.ORDERS])
         events = Relay(topics=list(EVENT_TOPICS), producer=None)
         lanes: Lanes | None = None
-        last_orphan_check = 0.0
+        last_orphan_check = last_connection_check = 0.0
         while not stop.is_set():
             try:
                 if lanes is None:
@@ -60,7 +61,11 @@ class Command(BaseCommand):
                     for topic in EVENT_TOPICS:
                         lanes.release(topic)
                 backoff.reset()
-                close_old_connections()
+                # At most once a second: with health checks on, each call costs the next query
+                # a round trip (SELECT 1), and the loop runs every few milliseconds.
+                if now - last_connection_check >= CONNECTION_CHECK_EVERY_S:
+                    last_connection_check = now
+                    close_old_connections()
                 if not sent:
                     stop.wait(interval)
             except (KafkaError, OSError, DatabaseError) as error:
