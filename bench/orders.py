@@ -77,6 +77,30 @@ def postgres_pids(db_name: str) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
+def stage_latencies() -> dict[str, tuple[float, float]]:
+    """p50/p99 of each hop of a placement, from the rows' own timestamps."""
+    hops = {
+        "placed → produced to orders (relay)": "o.sent_at - o.created_at",
+        "produced → matcher batch started": "r.accepted_at - o.sent_at",
+    }
+    found = {}
+    with connection.cursor() as cursor:
+        for name, interval in hops.items():
+            cursor.execute(
+                f"""
+                SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                       percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+                  FROM (SELECT EXTRACT(EPOCH FROM {interval}) * 1000 AS ms
+                          FROM trading_outbox o
+                          JOIN trading_order r ON r.id = (o.data->>'order_id')::bigint
+                         WHERE o.topic = 'orders' AND o.type = 'order.place'
+                           AND o.sent_at IS NOT NULL AND r.accepted_at IS NOT NULL) AS hop
+                """  # noqa: S608 - fixed expressions above
+            )
+            found[name] = cursor.fetchone()
+    return {name: (float(p50 or "nan"), float(p99 or "nan")) for name, (p50, p99) in found.items()}
+
+
 def trader_main(
     index: int, account_id: int, symbol: str, seconds: float, rate: float, db: str, out: str
 ) -> None:
@@ -132,7 +156,12 @@ def main() -> None:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(10)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                log(f"{process.args[-1]} ignored SIGTERM for 10 s: killed")
+                process.kill()
+                process.wait()
         connections.close_all()
         connection.creation.destroy_test_db(db_name, verbosity=0)
         if broker is not None:
@@ -281,6 +310,7 @@ def run(
     stop.set()
     watcher.join(5)
     trades = Trade.objects.count()
+    stages = stage_latencies()
     last_trade = Trade.objects.order_by("-executed_at").values_list("executed_at", flat=True)[:1]
     first_trade = Trade.objects.order_by("executed_at").values_list("executed_at", flat=True)[:1]
     trade_span = (last_trade[0] - first_trade[0]).total_seconds() if trades > 1 else float("nan")
@@ -307,6 +337,9 @@ def run(
     log(f"CPU seconds while the traders ran ({os.cpu_count()} CPUs, {placed_for:.1f}s wall):")
     for name, seconds in cpu.items():
         log(f"  {name:34s} {seconds:6.1f} s  = {seconds * 1000 / len(placements):5.2f} ms/order")
+    log("where the time goes (p50 / p99 ms, from PostgreSQL timestamps):")
+    for name, (p50, p99) in stages.items():
+        log(f"  {name:44s} {p50:7.1f}   {p99:7.1f}")
     for name, values in (
         ("placement → order_place returned", commit_latency),
         ("placement → matcher event (accepted)", accept_latency),

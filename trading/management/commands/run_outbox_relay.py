@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 
 from django.conf import settings
@@ -23,6 +22,29 @@ ORPHAN_AFTER_S = 3.0
 CONNECTION_CHECK_EVERY_S = 1.0
 
 
+class StopFlag:
+    """A stop request a signal handler may set.
+
+    Not a threading.Event: its set() takes the lock its wait() holds, so a signal arriving
+    while the main thread waits on it deadlocks the process (seen: SIGTERM ignored forever).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self, *_: object) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def wait(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self.stopped
+
+
 class Command(BaseCommand):
     help = (
         "Produce unsent outbox rows to Kafka: order commands always; the matcher's events when "
@@ -30,9 +52,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: object, **options: object) -> None:
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = StopFlag()
+        signal.signal(signal.SIGTERM, stop.set)
+        signal.signal(signal.SIGINT, stop.set)
         interval = settings.OUTBOX_RELAY_INTERVAL_MS / 1000
         backoff = Backoff()
         orders = Relay(topics=[kafka.ORDERS])
