@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import random
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -26,6 +25,30 @@ from tredye import kafka
 from tredye.kafka import EnvelopeError
 
 logger = logging.getLogger(__name__)
+
+
+class StopFlag:
+    """A stop request that a signal handler may set.
+
+    Not a threading.Event: its set() takes the lock its wait() holds, so a signal arriving
+    while the main thread waits on it deadlocks the process (seen: SIGTERM ignored forever).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self, *_: object) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep until stopped or `seconds` have passed; return whether stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self.stopped
 
 
 class Backoff:
@@ -56,7 +79,7 @@ class KafkaWorker:
     disconnected_after_s = 2.0
 
     def __init__(self) -> None:
-        self.stop_event = threading.Event()
+        self.stop_event = StopFlag()
         self.connected = False
         self.backoff = Backoff()
         self._dead_letter_producer: KafkaProducer | None = None

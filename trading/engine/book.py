@@ -345,116 +345,97 @@ class OrderBook:
     def submit(self, order: Order, ts: int = 0) -> list[Event]:
         """Match ``order`` against the book and rest, cancel or park what is left."""
         oid = order.id
+        if type(oid) is not int:
+            return [rejected(oid, Reason.INVALID_ID)]
+        if oid in self._live:
+            return [rejected(oid, Reason.DUPLICATE_ID)]
+        # Fast path: limit (GTC, DAY, IOC) and market (not FOK) orders without post-only,
+        # validated inline with the same checks as _check. Anything else, valid or not, takes
+        # the general path, which also finds the reason for a rejection.
         side = order.side
         qty = order.qty
         tif = order.tif
-        # Fast path: limit (GTC, DAY, IOC) and market (not FOK) orders without post-only,
-        # validated by one combined check (the checks of _check, except type and price).
-        # Anything else, valid or not, takes _submit_other, which finds the reason for a
-        # rejection in the documented order. A duplicate id is the only rejection left here.
         if (
-            type(oid) is int
-            and type(qty) is int
-            and qty > 0
-            and (side is _BUY or side is _SELL)
-            and (tif is _GTC or tif is _DAY or tif is _IOC)
-            and order.stop_price is None
-            and order.post_only is False
-            and type(order.account_id) is int
+            type(order.account_id) is not int
+            or (side is not _BUY and side is not _SELL)
+            or type(qty) is not int
+            or qty <= 0
+            or (tif is not _GTC and tif is not _DAY and tif is not _IOC)
+            or order.stop_price is not None
+            or order.post_only is not False
         ):
-            price = order.price
-            otype = order.type
-            # (comparisons are written as conditions: only those specialise for ints)
-            crosses = True
-            if otype is _LIMIT:
-                if type(price) is not int or price <= 0:
-                    return self._submit_other(order, ts)
-                if side is _BUY:
-                    if self._ask_best > price:
-                        crosses = False
-                elif self._bid_best < price:
-                    crosses = False
-            elif otype is not _MARKET or price is not None:
-                return self._submit_other(order, ts)
-            live = self._live
-            if oid in live:
-                return [rejected(oid, Reason.DUPLICATE_ID)]
+            return self._submit_other(order, ts)
+        price = order.price
+        otype = order.type
+        if otype is _LIMIT and type(price) is int and price > 0:
             event = AcceptedBuilder()
             event.order_id = oid
             event.__class__ = Accepted
-            if crosses:
-                # A taker: a marketable limit or a market order.
-                events: list[Any] = [event]
-                if price is None:
-                    bound = _NEG_INF
-                elif side is _BUY:
-                    bound = -price
-                else:
-                    bound = price
-                qty = self._take(oid, order.account_id, side, bound, qty, events, ts)
-                if qty:
-                    if price is None:
-                        events.append(canceled(oid, qty, 0, _NO_LIQUIDITY))
-                    elif tif is _IOC:
-                        events.append(canceled(oid, qty, 0, _IOC_REMAINDER))
-                    else:
-                        self._rest(order, qty, events)
-                if self._pending:
-                    self._run_pending(events, ts)
-                return events
+            if side is _BUY:
+                if self._ask_best <= price:
+                    return self._submit_taker(order, event, -price, ts)
+                levels = self._bids
+                keys = self._bid_keys
+                key = price
+            else:
+                if self._bid_best >= price:
+                    return self._submit_taker(order, event, price, ts)
+                levels = self._asks
+                keys = self._ask_keys
+                key = -price
             if tif is _IOC:
                 return [event, canceled(oid, qty, 0, _IOC_REMAINDER)]
             # Rest it (an inlined _append).
-            if side is _BUY:
-                levels = self._bids
-                level = levels.get(price)
-                if level is None:
-                    level = _Level()
-                    level.total = total = qty
-                    level.limit = _COMPACT_MIN
-                    levels[price] = level
-                    keys = self._bid_keys
-                    if not keys or price > keys[-1]:  # a new best level
-                        keys.append(price)
+            level = levels.get(price)
+            if level is None:
+                level = _Level()
+                level.total = total = qty
+                level.limit = _COMPACT_MIN
+                levels[price] = level
+                if not keys or key > keys[-1]:  # a new best level
+                    keys.append(key)
+                    if side is _BUY:
                         self._bid_best = price
                     else:
-                        insort(keys, price)
-                else:
-                    level.total = total = level.total + qty
-            else:
-                levels = self._asks
-                level = levels.get(price)
-                if level is None:
-                    level = _Level()
-                    level.total = total = qty
-                    level.limit = _COMPACT_MIN
-                    levels[price] = level
-                    keys = self._ask_keys
-                    if not keys or -price > keys[-1]:  # a new best level
-                        keys.append(-price)
                         self._ask_best = price
-                    else:
-                        insort(keys, -price)
                 else:
-                    level.total = total = level.total + qty
+                    insort(keys, key)
+            else:
+                level.total = total = level.total + qty
             node = [qty, order, level]
             level.append(node)
-            live[oid] = node
+            self._live[oid] = node
             delta = BookDeltaBuilder()
             delta.side = side
             delta.price = price
             delta.qty = total
             delta.__class__ = BookDelta
             return [event, delta]
+        if otype is _MARKET and price is None:
+            event = AcceptedBuilder()
+            event.order_id = oid
+            event.__class__ = Accepted
+            return self._submit_taker(order, event, _NEG_INF, ts)
         return self._submit_other(order, ts)
 
+    def _submit_taker(self, order: Order, event: Accepted, bound: float, ts: int) -> list[Event]:
+        """Finish ``submit`` for a valid limit order that crosses, or a market order."""
+        events: list[Any] = [event]
+        qty = self._take(order.id, order.account_id, order.side, bound, order.qty, events, ts)
+        if qty:
+            if order.price is None:
+                events.append(canceled(order.id, qty, 0, _NO_LIQUIDITY))
+            elif order.tif is _IOC:
+                events.append(canceled(order.id, qty, 0, _IOC_REMAINDER))
+            else:
+                self._rest(order, qty, events)
+        if self._pending:
+            self._run_pending(events, ts)
+        return events
+
     def _submit_other(self, order: Order, ts: int) -> list[Event]:
-        """Submit any order the fast path of ``submit`` does not take, or reject it."""
+        """Submit any order that is not a plain GTC/DAY limit order."""
         oid = order.id
-        if type(oid) is not int:
-            return [rejected(oid, Reason.INVALID_ID)]
-        if oid in self._live:
-            return [rejected(oid, Reason.DUPLICATE_ID)]
         reason = _check(order)
         if reason is not None:
             return [rejected(oid, reason)]

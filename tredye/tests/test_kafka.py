@@ -51,3 +51,24 @@ def test_decode_rejects_malformed_records(raw, message):
 def test_topics_carry_the_configured_prefix(settings):
     settings.KAFKA_TOPIC_PREFIX = "acme."
     assert kafka.topic(kafka.TICKS) == "acme.ticks"
+
+
+def test_a_stop_flag_set_from_a_signal_handler_ends_a_wait():
+    import os
+    import signal
+    import time
+
+    from tredye.workers import StopFlag
+
+    stop = StopFlag()
+    previous = signal.signal(signal.SIGUSR1, stop.set)
+    try:
+        started = time.monotonic()
+        signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGUSR1))
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        assert stop.wait(5.0) is True
+        assert time.monotonic() - started < 2.0
+        assert stop.wait(0.01) is True
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)

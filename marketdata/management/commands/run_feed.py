@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from marketdata import selectors, services
 from marketdata.feed import FeedError, Quote, Simulator, read_replay, replay_schedule
+from tredye.workers import StopFlag
 
 PROGRESS_EVERY_S = 10.0
 SAVE_EVERY_S = 2.0
@@ -62,9 +62,9 @@ class Command(BaseCommand):
             raise CommandError("--speed must be positive")
         if options["count"] is not None and options["count"] < 1:
             raise CommandError("--count must be at least 1")
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = StopFlag()
+        signal.signal(signal.SIGTERM, stop.set)
+        signal.signal(signal.SIGINT, stop.set)
         try:
             if options["replay"]:
                 quotes = self._replayed(options, stop)
@@ -81,7 +81,7 @@ class Command(BaseCommand):
         finally:
             publisher.close()
 
-    def _simulated(self, options: dict, rate: float, stop: threading.Event):
+    def _simulated(self, options: dict, rate: float, stop: StopFlag):
         states = selectors.simulation_states(symbols=options["symbols"])
         if options["symbols"]:
             unknown = set(options["symbols"]) - {s.symbol for s in states}
@@ -103,7 +103,7 @@ class Command(BaseCommand):
 
         return generate()
 
-    def _replayed(self, options: dict, stop: threading.Event):
+    def _replayed(self, options: dict, stop: StopFlag):
         known = selectors.active_symbols()
         if options["symbols"]:
             known &= set(options["symbols"])
@@ -125,7 +125,7 @@ class Command(BaseCommand):
         return generate()
 
     def _run(
-        self, publisher: services.TickPublisher, quotes, count: int | None, stop: threading.Event
+        self, publisher: services.TickPublisher, quotes, count: int | None, stop: StopFlag
     ) -> None:
         latest: dict[str, Quote] = {}
         started = last_progress = last_save = time.monotonic()

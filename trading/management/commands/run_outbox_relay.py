@@ -14,35 +14,12 @@ from kafka.errors import KafkaError
 from trading.matcher import EVENT_TOPICS
 from trading.outbox import Lanes, Relay
 from tredye import kafka
-from tredye.workers import Backoff
+from tredye.workers import Backoff, StopFlag
 
 logger = logging.getLogger(__name__)
 ORPHAN_CHECK_EVERY_S = 1.0
 ORPHAN_AFTER_S = 3.0
 CONNECTION_CHECK_EVERY_S = 1.0
-
-
-class StopFlag:
-    """A stop request a signal handler may set.
-
-    Not a threading.Event: its set() takes the lock its wait() holds, so a signal arriving
-    while the main thread waits on it deadlocks the process (seen: SIGTERM ignored forever).
-    """
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def set(self, *_: object) -> None:
-        self.stopped = True
-
-    def is_set(self) -> bool:
-        return self.stopped
-
-    def wait(self, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while not self.stopped and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.05))
-        return self.stopped
 
 
 class Command(BaseCommand):
