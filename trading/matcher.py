@@ -52,7 +52,7 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay
-from trading.services import CANCEL, PLACE, REPLACE
+from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import kafka
 from tredye.kafka import EnvelopeError
@@ -95,6 +95,9 @@ def command_decode(raw: bytes | None) -> Command:
     """Parse one `orders` record; raise EnvelopeError when it is not a command."""
     envelope = kafka.decode(raw)
     data = envelope.data
+    if envelope.type == EXPIRE_DAY:
+        # Ends the trading day of one book: every DAY order in it expires.
+        return Command(EXPIRE_DAY, envelope.key, 0)
     order_id = data.get("order_id")
     if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
         raise EnvelopeError("order_id missing or not a positive integer")
@@ -342,6 +345,9 @@ class Matcher:
         self._fees()
         unknown = self._load_orders(fresh, result)
         for command in fresh:
+            if command.kind == EXPIRE_DAY and command.symbol not in self.books:
+                result.dead.append((command.record, f"unknown instrument {command.symbol!r}"))
+                continue
             if command.order_id in unknown:
                 result.dead.append((command.record, unknown[command.order_id]))
                 continue
@@ -358,6 +364,8 @@ class Matcher:
         wanted: dict[int, Command] = {}
         for command in commands:
             book = self.book(command.symbol)
+            if command.kind == EXPIRE_DAY:
+                continue  # names no order
             if book is None:
                 unknown[command.order_id] = f"unknown instrument {command.symbol!r}"
                 continue
@@ -385,6 +393,10 @@ class Matcher:
 
     # -- applying commands ----------------------------------------------------------------
     def _apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
+        if command.kind == EXPIRE_DAY:
+            # Only DAY orders already in the book: a re-delivery is skipped by the checkpoint.
+            self._events(book, book.engine.expire_day(ts), result)
+            return
         order = result.orders[command.order_id]
         if command.kind == PLACE:
             if order.status != Order.Status.PENDING_NEW:

@@ -44,6 +44,7 @@ CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 PLACE = "order.place"
 CANCEL = "order.cancel"
 REPLACE = "order.replace"
+EXPIRE_DAY = "book.expire_day"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,6 +455,23 @@ def cancel_all(*, account: Account, symbol: str | None = None) -> list[Order]:
         if order.is_open:
             _command(order, type=CANCEL, data={"quantity": None})
     return orders
+
+
+@transaction.atomic(durable=True)
+def day_orders_expire(*, symbols: list[str] | None = None) -> list[str]:
+    """End the trading day: ask the matcher to expire every DAY order (of these instruments).
+
+    Queues one command per instrument that is not closed; the matcher expires the DAY orders
+    in that book when it reaches it, releasing their holds. Returns the symbols.
+    """
+    instruments = Instrument.objects.exclude(status=Instrument.Status.CLOSED)
+    if symbols is not None:
+        instruments = instruments.filter(symbol__in=[s.strip().upper() for s in symbols])
+    chosen = list(instruments.order_by("symbol").values_list("symbol", flat=True))
+    Outbox.objects.bulk_create(
+        [_outbox(type=EXPIRE_DAY, symbol=symbol, seq=0, data={}) for symbol in chosen]
+    )
+    return chosen
 
 
 @transaction.atomic(durable=True)

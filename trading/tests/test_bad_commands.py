@@ -27,6 +27,8 @@ def test_poison_commands_are_dead_lettered(order_path, instrument, trader):
             kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": "x"}),
             kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": 99999}),
             kafka.encode(type="order.nuke", key=market.symbol, seq=0, data={"order_id": 1}),
+            # end of day for an instrument that does not exist
+            kafka.encode(type="book.expire_day", key="NOSUCH", seq=0, data={}),
         ]
         for value in bad:
             producer.send(topic, key=key, value=value)

@@ -6,6 +6,7 @@ Each setting has a working local default so a fresh checkout runs. `.env.example
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -157,6 +158,14 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE: dict = {}
+# End of the trading day (UTC, HH:MM): every DAY order expires then (trading.tasks).
+TRADING_DAY_END_UTC = env("TRADING_DAY_END_UTC", default="00:00")
+CELERY_BEAT_SCHEDULE["expire-day-orders"] = {
+    "task": "trading.tasks.expire_day_orders",
+    "schedule": crontab(
+        hour=TRADING_DAY_END_UTC.split(":")[0], minute=TRADING_DAY_END_UTC.split(":")[1]
+    ),
+}
 
 # Sign-in pages (accounts app). The admin keeps its own login at /admin/login/.
 LOGIN_URL = env("LOGIN_URL", default="/accounts/login/")
