@@ -350,14 +350,14 @@ class OrderBook:
         if oid in self._live:
             return [rejected(oid, Reason.DUPLICATE_ID)]
         # Fast path: limit (GTC, DAY, IOC) and market (not FOK) orders without post-only,
-        # validated inline with the same checks as _check. Anything else, valid or not, takes
-        # the general path, which also finds the reason for a rejection.
+        # validated inline with the same checks as _check (the side by the dispatch on it).
+        # Anything else, valid or not, takes the general path, which also finds the reason
+        # for a rejection.
         side = order.side
         qty = order.qty
         tif = order.tif
         if (
             type(order.account_id) is not int
-            or (side is not _BUY and side is not _SELL)
             or type(qty) is not int
             or qty <= 0
             or (tif is not _GTC and tif is not _DAY and tif is not _IOC)
@@ -371,62 +371,68 @@ class OrderBook:
             event = AcceptedBuilder()
             event.order_id = oid
             event.__class__ = Accepted
+            # (the side is checked here, by the dispatch on it)
             if side is _BUY:
                 if self._ask_best <= price:
-                    return self._submit_taker(order, event, -price, ts)
-                levels = self._bids
-                keys = self._bid_keys
-                key = price
+                    bound = -price
+                    price = None  # it crosses: the taker code below runs it
+                else:
+                    levels = self._bids
+                    keys = self._bid_keys
+                    key = price
+            elif side is not _SELL:
+                return self._submit_other(order, ts)
+            elif self._bid_best >= price:
+                bound = price
+                price = None
             else:
-                if self._bid_best >= price:
-                    return self._submit_taker(order, event, price, ts)
                 levels = self._asks
                 keys = self._ask_keys
                 key = -price
-            if tif is _IOC:
-                return [event, canceled(oid, qty, 0, _IOC_REMAINDER)]
-            # Rest it (an inlined _append).
-            level = levels.get(price)
-            if level is None:
-                level = _Level()
-                level.total = total = qty
-                level.limit = _COMPACT_MIN
-                levels[price] = level
-                if not keys or key > keys[-1]:  # a new best level
-                    keys.append(key)
-                    if side is _BUY:
-                        self._bid_best = price
+            if price is not None:
+                if tif is _IOC:
+                    return [event, canceled(oid, qty, 0, _IOC_REMAINDER)]
+                # Rest it (an inlined _append).
+                level = levels.get(price)
+                if level is None:
+                    level = _Level()
+                    level.total = total = qty
+                    level.limit = _COMPACT_MIN
+                    levels[price] = level
+                    if not keys or key > keys[-1]:  # a new best level
+                        keys.append(key)
+                        if side is _BUY:
+                            self._bid_best = price
+                        else:
+                            self._ask_best = price
                     else:
-                        self._ask_best = price
+                        insort(keys, key)
                 else:
-                    insort(keys, key)
-            else:
-                level.total = total = level.total + qty
-            node = [qty, order, level]
-            level.append(node)
-            self._live[oid] = node
-            delta = BookDeltaBuilder()
-            delta.side = side
-            delta.price = price
-            delta.qty = total
-            delta.__class__ = BookDelta
-            return [event, delta]
-        if otype is _MARKET and price is None:
+                    level.total = total = level.total + qty
+                node = [qty, order, level]
+                level.append(node)
+                self._live[oid] = node
+                delta = BookDeltaBuilder()
+                delta.side = side
+                delta.price = price
+                delta.qty = total
+                delta.__class__ = BookDelta
+                return [event, delta]
+        elif otype is _MARKET and price is None and (side is _BUY or side is _SELL):
             event = AcceptedBuilder()
             event.order_id = oid
             event.__class__ = Accepted
-            return self._submit_taker(order, event, _NEG_INF, ts)
-        return self._submit_other(order, ts)
-
-    def _submit_taker(self, order: Order, event: Accepted, bound: float, ts: int) -> list[Event]:
-        """Finish ``submit`` for a valid limit order that crosses, or a market order."""
+            bound = _NEG_INF
+        else:
+            return self._submit_other(order, ts)
+        # A taker: a crossing limit order or a market order (an inlined _submit_taker).
         events: list[Any] = [event]
-        qty = self._take(order.id, order.account_id, order.side, bound, order.qty, events, ts)
+        qty = self._take(oid, order.account_id, side, bound, qty, events, ts)
         if qty:
-            if order.price is None:
-                events.append(canceled(order.id, qty, 0, _NO_LIQUIDITY))
-            elif order.tif is _IOC:
-                events.append(canceled(order.id, qty, 0, _IOC_REMAINDER))
+            if otype is _MARKET:
+                events.append(canceled(oid, qty, 0, _NO_LIQUIDITY))
+            elif tif is _IOC:
+                events.append(canceled(oid, qty, 0, _IOC_REMAINDER))
             else:
                 self._rest(order, qty, events)
         if self._pending:
