@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 TICK_FIELDS = ("symbol", "bid", "ask", "last", "bid_size", "ask_size", "open", "change_pct")
 STATUS_EVERY_S = 1.0
+PROGRESS_EVERY_S = 10.0
 
 
 class Conflator:
@@ -91,6 +92,8 @@ class StreamWorker(KafkaWorker):
         self.flushes = 0
         self.published = 0
         self.redis_ok = True
+        self.progress_at = time.monotonic()
+        self.progress_consumed = self.progress_flushes = self.progress_published = 0
 
     def decode(self, raw: bytes | None) -> tuple[str, int, dict[str, str]]:
         envelope = kafka.decode(raw)
@@ -106,6 +109,27 @@ class StreamWorker(KafkaWorker):
             self.flush(now)
         if now - self.last_status_at >= STATUS_EVERY_S:
             self.report_status(now)
+        if now - self.progress_at >= PROGRESS_EVERY_S:
+            self.report_progress(now)
+
+    def report_progress(self, now: float) -> None:
+        """Log what the worker has done since the last report."""
+        elapsed = now - self.progress_at
+        consumed = self.consumed - self.progress_consumed
+        logger.info(
+            "stream: %d ticks in %.0fs (%.1f/s), %d flushes, %d updates published, "
+            "%d dead-lettered in all",
+            consumed,
+            elapsed,
+            consumed / elapsed,
+            self.flushes - self.progress_flushes,
+            self.published - self.progress_published,
+            self.dead_lettered,
+        )
+        self.progress_at = now
+        self.progress_consumed = self.consumed
+        self.progress_flushes = self.flushes
+        self.progress_published = self.published
 
     def flush(self, now: float) -> None:
         messages = self.conflator.drain()
