@@ -218,3 +218,30 @@ async def test_the_worker_reconnects_after_the_broker_goes_away(
         private_broker.start()  # a new, empty broker on the same address
         await deliver("11.00", 60)
         assert worker.connected
+
+
+def test_the_worker_keeps_consuming_while_redis_is_away(own_prefix, settings):
+    from tredye.devbroker import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings.REDIS_URL = dead
+    settings.CHANNEL_LAYERS = {
+        name: {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [dead]}}
+        for name, layer in settings.CHANNEL_LAYERS.items()
+    }
+    producer = kafka.producer()
+    with RunningWorker() as worker:
+        for seq in range(1, 51):
+            producer.send(
+                kafka.topic(kafka.TICKS),
+                key=b"AAPL",
+                value=tick("AAPL", seq, Decimal("100.00") + seq),
+            )
+        producer.flush()
+        deadline = time.monotonic() + 20
+        while worker.consumed < 50:
+            assert time.monotonic() < deadline, f"consumed only {worker.consumed}"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert worker.redis_ok is False  # it knows, logged it once, and goes on
+    producer.close()
