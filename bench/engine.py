@@ -1,6 +1,6 @@
 """Benchmark the matching engine: replay a seeded random command mix on one book.
 
-    python bench/engine.py [--commands N] [--seed S] [--repeats R] [--profile]
+    python bench/engine.py [--commands N] [--seed S] [--repeats R] [--profile] [--no-latency]
 
 The mix is 60% limit, 25% cancel, 10% market or IOC, 5% other (replace, stop / stop-limit,
 FOK, post-only). Limit prices sit in a band around a mean-reverting random-walk mid price, so
@@ -10,6 +10,11 @@ before any timing, by driving a shadow book so that cancels and replaces target 
 Throughput is measured on whole runs without per-command timing (median over the repeats),
 both by the wall clock and by this process's CPU time (which a busy, shared machine disturbs
 less); latency percentiles come from a separate run timing every command with perf_counter_ns.
+
+Instructions per command, which unlike the clock a shared machine does not disturb: run
+``--repeats 1 --no-latency`` and ``--repeats 0 --no-latency`` (generation only) under
+``PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no`` and divide the difference of
+the two instruction counts by ``--commands``.
 """
 
 from __future__ import annotations
@@ -260,6 +265,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile one run instead")
+    parser.add_argument(
+        "--no-latency", action="store_true", help="skip the per-command latency run"
+    )
     args = parser.parse_args()
 
     print(
@@ -302,7 +310,8 @@ def main() -> None:
 
     gc.collect()
     gc.freeze()  # the generated commands are long-lived: keep the collector off them
-    wall_rates, cpu_rates = [], []
+    wall_rates: list[float] = []
+    cpu_rates: list[float] = []
     for repeat in range(args.repeats):
         wall, cpu = run_throughput(commands)
         wall_rates.append(len(commands) / wall)
@@ -312,20 +321,23 @@ def main() -> None:
             f"{cpu:.3f} s CPU, {cpu_rates[-1]:,.0f} commands/CPU-s",
             flush=True,
         )
+    if wall_rates:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(
+            f"throughput: {statistics.median(wall_rates):,.0f} commands/s wall-clock "
+            f"(median of {args.repeats}; best {max(wall_rates):,.0f}); "
+            f"{statistics.median(cpu_rates):,.0f} commands per CPU-second "
+            f"(median; best {max(cpu_rates):,.0f}); load average {load:.2f} "
+            f"on {os.cpu_count()} CPUs"
+        )
+    if args.no_latency:
+        return
     latencies = sorted(run_latency(commands))
     overhead = _clock_overhead()
 
     def percentile(fraction: float) -> int:
         return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))]
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"throughput: {statistics.median(wall_rates):,.0f} commands/s wall-clock "
-        f"(median of {args.repeats}; best {max(wall_rates):,.0f}); "
-        f"{statistics.median(cpu_rates):,.0f} commands per CPU-second "
-        f"(median; best {max(cpu_rates):,.0f}); load average {load:.2f} "
-        f"on {os.cpu_count()} CPUs"
-    )
     print(
         f"latency per command: p50 {percentile(0.50) / 1000:.2f} us, "
         f"p99 {percentile(0.99) / 1000:.2f} us, p99.9 {percentile(0.999) / 1000:.2f} us, "
