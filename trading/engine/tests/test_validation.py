@@ -39,6 +39,12 @@ GTC, IOC, FOK, DAY = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInFo
         (Order(1, 1, BUY, LIMIT, 5, 100, 90), "invalid_stop_price"),
         (Order(1, 1, 1, LIMIT, 5, 100), "invalid_side"),  # type: ignore[arg-type]
         (Order(1, 1, "BUY", LIMIT, 5, 100), "invalid_side"),  # type: ignore[arg-type]
+        # submit's fast path checks the side by dispatching on it: a side equal to a member but
+        # not one (the book holds an ask at 100), on a limit that would cross or rest and on a
+        # market order
+        (Order(1, 1, 1, LIMIT, 5, 200), "invalid_side"),  # type: ignore[arg-type]
+        (Order(1, 1, 1, LIMIT, 5, 50), "invalid_side"),  # type: ignore[arg-type]
+        (Order(1, 1, 1, MARKET, 5), "invalid_side"),  # type: ignore[arg-type]
         (Order(1, 1, BUY, "LIMIT", 5, 100), "invalid_type"),  # type: ignore[arg-type]
         (Order(1, 1, BUY, LIMIT, 5, 100, tif="GTC"), "invalid_tif"),  # type: ignore[arg-type]
         (Order(1, "acc", BUY, LIMIT, 5, 100), "invalid_account"),  # type: ignore[arg-type]
