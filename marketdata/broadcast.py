@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Coroutine
 from typing import Any
@@ -56,12 +57,15 @@ class Broadcaster:
     async def _publish(self, messages: dict[str, dict]) -> None:
         # Each message is serialised to JSON once, here; sockets splice the text into frames.
         texts = {c: json.dumps(m, separators=(",", ":")) for c, m in messages.items()}
+        sent_at = time.time()  # lets a socket that has fallen behind see it and conflate
         groups: dict[str, dict[str, str]] = defaultdict(dict)
         for channel, text in texts.items():
             groups[group_name(channel)][channel] = text
         await asyncio.gather(
             *(
-                self._layer.group_send(group, {"type": "stream.batch", "messages": batch})
+                self._layer.group_send(
+                    group, {"type": "stream.batch", "messages": batch, "at": sent_at}
+                )
                 for group, batch in groups.items()
             ),
             self._redis.hset(snapshot_key(), mapping=texts),

@@ -24,6 +24,9 @@ from marketdata.channels import STATUS_GROUP, UnknownChannel, group_name, parse
 logger = logging.getLogger(__name__)
 
 CLOSE_IDLE = 4408
+# A stream message older than this means the process is behind: conflate for a while.
+BEHIND_AFTER_S = 0.05
+BEHIND_FLUSH_S = 0.1
 SYMBOLS_TTL_S = 10.0
 _symbols_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
 
@@ -41,6 +44,25 @@ async def known_symbols() -> frozenset[str]:
         symbols = await _active_symbols()
         _symbols_cache = (time.monotonic(), symbols)
     return symbols
+
+
+_fastest = {"offset": float("inf"), "seen": 0.0}
+
+
+def _lag(sent_at: float) -> float:
+    """How far this process is behind the stream, from the worker's send time.
+
+    Measured against the smallest send-to-receive offset seen here, so a clock difference
+    between the worker's host and this one cancels out; the baseline creeps up by 1 ms a
+    second so clock drift cannot leave it stale.
+    """
+    now = time.time()
+    offset = now - sent_at
+    baseline = _fastest["offset"] + (now - _fastest["seen"]) * 0.001
+    if offset <= baseline:
+        _fastest["offset"], _fastest["seen"] = offset, now
+        return 0.0
+    return offset - baseline
 
 
 def forget_symbols() -> None:
@@ -195,7 +217,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if channel in subscriptions:
                 self.pending[channel] = text  # latest wins: bounded by the subscriptions
         if self.pending:
-            await self._flush_or_schedule()
+            behind = "at" in event and _lag(event["at"]) > BEHIND_AFTER_S
+            await self._flush_or_schedule(at_least=BEHIND_FLUSH_S if behind else 0.0)
 
     async def status_message(self, event: dict) -> None:
         await self._send_status({"stream": "up", **event["status"]})
@@ -206,11 +229,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.status = status
             await self._send_json({"op": "status", **status})
 
-    async def _flush_or_schedule(self) -> None:
-        """Send pending updates now if the last frame is a flush interval old, else later."""
+    async def _flush_or_schedule(self, at_least: float = 0.0) -> None:
+        """Send pending updates now if the last frame is a flush interval old, else later.
+
+        `at_least` delays the frame when this process has fallen behind the stream: the
+        backlog then merges into one frame of the latest values instead of one frame each.
+        """
         if self.flush_handle is not None:
             return  # a flush is already due; it will carry these too
-        delay = self.last_sent + self.flush_interval - time.monotonic()
+        delay = max(self.last_sent + self.flush_interval - time.monotonic(), at_least)
         if delay <= 0:
             await self._flush()  # the usual case: no timer, no task
         else:

@@ -254,3 +254,38 @@ async def test_a_socket_is_told_when_the_stream_worker_stops_reporting(isolated)
     assert {"op": "status", "stream": "down"} in frames
     await communicator.disconnect()
     await client.aclose()
+
+
+async def test_a_socket_that_falls_behind_conflates_its_backlog_into_few_frames(
+    isolated, instruments
+):
+    import time
+
+    await instruments()
+    communicator = await connect()
+    await communicator.send_json_to({"op": "subscribe", "channels": ["ticker.AAPL"]})
+    await communicator.receive_json_from()
+    await asyncio.sleep(0.2)
+    layer = get_channel_layer()
+    group = group_name("ticker.AAPL")
+
+    def update(seq: int, sent_at: float) -> dict:
+        message = {"ch": "ticker.AAPL", "seq": seq, "ts": 1, "data": {"last": f"{seq}.00"}}
+        return {
+            "type": "stream.batch",
+            "messages": {"ticker.AAPL": json.dumps(message)},
+            "at": sent_at,
+        }
+
+    # a fresh message sets this process's baseline; then messages a second late keep
+    # arriving, 20 ms apart: each alone would be worth a frame of its own
+    await layer.group_send(group, update(1, time.time()))
+    await receive_batches(communicator, quiet_s=0.3)
+    for seq in range(2, 52):
+        await layer.group_send(group, update(seq, time.time() - 1.0))
+        await asyncio.sleep(0.02)
+    frames = await receive_batches(communicator, quiet_s=0.5)
+    messages = [m for frame in frames for m in frame["batch"]]
+    assert len(frames) <= 20  # about one frame per 100 ms, not 50
+    assert messages[-1]["data"]["last"] == "51.00"  # and the latest value wins
+    await communicator.disconnect()
