@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterable
 
 from django.db import connection
+from django.db.models import Q
 
 from accounts.models import Account, Balance
 
@@ -44,31 +45,40 @@ def balances_lock(
 ) -> dict[tuple[int, int], Balance]:
     """Lock the balance row of each (account id, asset id), creating the missing ones at zero.
 
-    Rows are created and locked one by one in (account, asset) order, so a transaction never
-    holds a row while it waits for one that sorts before it.
+    One query locks every existing row, in (account, asset) order: PostgreSQL takes the row
+    locks as the sorted rows leave the sort, so a transaction never holds a row while it waits
+    for one that sorts before it. Missing rows are then inserted (they are new, so nobody else
+    holds them; only a concurrent insert of the same pair can make this wait) and locked.
     """
-    locked: dict[tuple[int, int], Balance] = {}
-    for account_id, asset_id in sorted(set(pairs)):
-        # of=self and no ordering: Balance's default ordering joins account and asset, and a
-        # plain FOR NO KEY UPDATE would lock those rows too (serialising every balance of an
-        # asset on its one asset row, and deadlocking against account locks).
-        rows = (
-            Balance.objects.select_for_update(no_key=True, of=("self",))
-            .filter(account_id=account_id, asset_id=asset_id)
-            .order_by("pk")
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return {}
+    locked = _balances_select(wanted)
+    missing = [pair for pair in wanted if pair not in locked]
+    if missing:
+        Balance.objects.bulk_create(
+            [
+                Balance(
+                    account_id=account_id, asset_id=asset_id, account_kind=account_kinds[account_id]
+                )
+                for account_id, asset_id in missing
+            ],
+            ignore_conflicts=True,
         )
-        balance = rows.first()
-        if balance is None:
-            Balance.objects.bulk_create(
-                [
-                    Balance(
-                        account_id=account_id,
-                        asset_id=asset_id,
-                        account_kind=account_kinds[account_id],
-                    )
-                ],
-                ignore_conflicts=True,
-            )
-            balance = rows.get()
-        locked[(account_id, asset_id)] = balance
+        locked |= _balances_select(missing)
     return locked
+
+
+def _balances_select(pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Balance]:
+    condition = Q()
+    for account_id, asset_id in pairs:
+        condition |= Q(account_id=account_id, asset_id=asset_id)
+    # of=self and an explicit ordering: Balance's default ordering joins account and asset,
+    # and a plain FOR NO KEY UPDATE would lock those rows too (serialising every balance of an
+    # asset on its one asset row, and deadlocking against account locks).
+    rows = (
+        Balance.objects.select_for_update(no_key=True, of=("self",))
+        .filter(condition)
+        .order_by("account_id", "asset_id")
+    )
+    return {(row.account_id, row.asset_id): row for row in rows}

@@ -27,8 +27,7 @@ from decimal import Context, Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.exceptions import (
@@ -387,13 +386,40 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
             if spec.idempotency_key is not None
         ]
     )
-    for pair, change in sorted(deltas.items()):
-        moved = {bucket: F(bucket) + delta for bucket, delta in change.items() if delta != 0}
-        if moved:
-            Balance.objects.filter(pk=balances[pair].pk).update(**moved, updated_at=now)
+    _balances_move(
+        [
+            (balances[pair].pk, change)
+            for pair, change in sorted(deltas.items())
+            if any(delta != 0 for delta in change.values())
+        ],
+        now,
+    )
     for entry, (index, _) in zip(journal, to_post, strict=True):
         results[index] = entry
     return [results[index] for index in range(len(specs))]
+
+
+_BALANCE_TABLE = Balance._meta.db_table
+_BUCKETS = tuple(Bucket.values)
+
+
+def _balances_move(moves: list[tuple[int, dict[str, Decimal]]], now: object) -> None:
+    """Add each change to its (already locked) balance row, all rows in one UPDATE."""
+    if not moves:
+        return
+    sets = ", ".join(f"{bucket} = b.{bucket} + v.{bucket}::numeric" for bucket in _BUCKETS)
+    row = "(" + ", ".join(["%s"] * (len(_BUCKETS) + 1)) + ")"
+    params: list[object] = [now]
+    for pk, change in moves:
+        params.append(pk)
+        params.extend(change.get(bucket, Decimal(0)) for bucket in _BUCKETS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_BALANCE_TABLE} AS b SET {sets}, updated_at = %s "  # noqa: S608 - constants
+            f"FROM (VALUES {', '.join([row] * len(moves))}) AS v(id, {', '.join(_BUCKETS)}) "
+            "WHERE b.id = v.id::bigint",
+            params,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
