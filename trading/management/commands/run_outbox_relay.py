@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 ORPHAN_CHECK_EVERY_S = 1.0
 ORPHAN_AFTER_S = 3.0
 CONNECTION_CHECK_EVERY_S = 1.0
+RELAY_BATCH = 5000
 
 
 class Command(BaseCommand):
@@ -46,7 +47,7 @@ class Command(BaseCommand):
                     lanes.acquire(kafka.ORDERS, wait=True)
                     orders.recovered.clear()
                     logger.info("relay: started")
-                sent = orders.drain()
+                sent = orders.drain(limit=RELAY_BATCH)
                 now = time.monotonic()
                 if now - last_orphan_check >= ORPHAN_CHECK_EVERY_S:
                     last_orphan_check = now
@@ -65,7 +66,10 @@ class Command(BaseCommand):
                 if now - last_connection_check >= CONNECTION_CHECK_EVERY_S:
                     last_connection_check = now
                     close_old_connections()
-                if not sent:
+                # Wait even after sending: the next drain then takes every row committed
+                # meanwhile in one produce, one flush and one UPDATE (a full batch, i.e. a
+                # backlog, goes on at once).
+                if sent < RELAY_BATCH:
                     stop.wait(interval)
             except (KafkaError, OSError, DatabaseError) as error:
                 delay = backoff.next_delay()
