@@ -68,6 +68,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, /proc/stat), for the total."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_pids(db_name: str) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -278,6 +285,8 @@ def run(
     if broker is not None:
         named["kafka broker"] = broker.popen.pid
     cpu_before = {name: cpu_seconds(pid) for name, pid in named.items()}
+    self_before = os.times()
+    machine_before = machine_busy_seconds()
     for process in traders:
         process.start()
     time.sleep(min(2.0, args.seconds / 2))
@@ -285,15 +294,27 @@ def run(
     backends = postgres_pids(db_name)
     connections.close_all()
     backend_cpu = {pid: cpu_seconds(pid) for pid in backends}
+    # A trader's backend exits with it: keep the last CPU figure seen of each.
+    backend_last = dict(backend_cpu)
+    while any(process.is_alive() for process in traders):
+        for pid in backend_cpu:
+            seen = cpu_seconds(pid)
+            if seen == seen:
+                backend_last[pid] = seen
+        time.sleep(0.1)
     for process in traders:
         process.join()
     placed_for = time.time() - started
     children_after = os.times()
+    machine = machine_busy_seconds() - machine_before
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in named.items()}
-    used = [cpu_seconds(pid) - before for pid, before in backend_cpu.items()]
-    cpu["postgres backends (from 2 s in)"] = sum(u for u in used if u == u)  # skip NaN: gone
+    used = [backend_last[pid] - before for pid, before in backend_cpu.items()]
+    cpu["postgres backends (from 2 s in)"] = sum(u for u in used if u == u)  # skip NaN
     cpu["traders"] = (children_after.children_user + children_after.children_system) - (
         children_before.children_user + children_before.children_system
+    )
+    cpu["bench (event watcher)"] = (children_after.user + children_after.system) - (
+        self_before.user + self_before.system
     )
     placements: dict[int, tuple[float, float]] = {}
     for output in outputs:
@@ -337,6 +358,10 @@ def run(
     log(f"CPU seconds while the traders ran ({os.cpu_count()} CPUs, {placed_for:.1f}s wall):")
     for name, seconds in cpu.items():
         log(f"  {name:34s} {seconds:6.1f} s  = {seconds * 1000 / len(placements):5.2f} ms/order")
+    log(
+        f"  {'whole machine (everything busy)':34s} {machine:6.1f} s  = "
+        f"{machine * 1000 / len(placements):5.2f} ms/order"
+    )
     log("where the time goes (p50 / p99 ms, from PostgreSQL timestamps):")
     for name, (p50, p99) in stages.items():
         log(f"  {name:44s} {p50:7.1f}   {p99:7.1f}")

@@ -12,12 +12,14 @@ the order has already applied is skipped: re-delivery never double-fills.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
@@ -375,17 +377,17 @@ class Matcher:
             else:
                 result.orders[order.pk] = order
         if wanted:
-            found = {
-                order.pk: order
-                for order in Order.objects.filter(pk__in=list(wanted)).select_related("instrument")
-            }
+            # No join: the command's book already holds the instrument the order must be on.
+            found = {order.pk: order for order in Order.objects.filter(pk__in=list(wanted))}
             for order_id, command in wanted.items():
                 order = found.get(order_id)
+                book = self.books[command.symbol]
                 if order is None:
                     unknown[order_id] = f"unknown order {order_id}"
-                elif order.instrument.symbol != command.symbol:
+                elif order.instrument_id != book.instrument.pk:
                     unknown[order_id] = f"order {order_id} is not on {command.symbol}"
                 else:
+                    order.instrument = book.instrument
                     result.orders[order_id] = order
                     if order.status in Order.OPEN_STATUSES:
                         self.books[command.symbol].orders[order_id] = order
@@ -674,6 +676,7 @@ class Matcher:
                 seq=event.seq,
                 ts=event.ts or kafka.now_ms(),
                 data=message,
+                created_at=now,  # given: the field's default costs a settings lookup per row
             )
         )
         for account_id, side, own_fee in (
@@ -759,6 +762,7 @@ class Matcher:
                     seq=self._next_seq(kafka.BOOK, book.symbol),
                     ts=ts,
                     data={"symbol": book.symbol, "bids": bids, "asks": asks},
+                    created_at=result.now,
                 )
             )
         for account_id, orders in result.account_orders.items():
@@ -775,58 +779,33 @@ class Matcher:
                         "orders": [order_message(order) for order in orders.values()],
                         "trades": result.account_trades.get(account_id, []),
                     },
+                    created_at=result.now,
                 )
             )
         return rows
 
     def _commit(self, result: BatchResult) -> None:
         rows = self._event_rows(result)
-        now = result.now
+        states = [book.state for book in self.books.values() if book.dirty]
+        for state in states:
+            state.updated_at = result.now
         with transaction.atomic(durable=True):
+            batch_write(
+                topic=self.topic,
+                now=result.now,
+                orders=list(result.changed.values()),
+                replace_holds=result.replace_holds,
+                trades=result.trades,
+                positions=list(result.positions.values()),
+                states=states,
+                events=rows,
+                checkpoints=result.checkpoints,
+            )
+            # Last: the balance rows are the last locks of the global order (after orders and
+            # positions), and the traders' holds wait on them, so they are held only from here
+            # to the commit.
             if result.entries:
                 ledger_post(entries=result.entries)
-            if result.changed:
-                orders_update(list(result.changed.values()), result.replace_holds)
-            if result.trades:
-                TradeRow.objects.bulk_create(result.trades)
-            if result.positions:
-                Position.objects.bulk_create(
-                    list(result.positions.values()),
-                    update_conflicts=True,
-                    unique_fields=["account", "instrument"],
-                    update_fields=["quantity", "average_cost", "realized_pnl", "updated_at"],
-                )
-            states = [book.state for book in self.books.values() if book.dirty]
-            if states:
-                for state in states:
-                    state.updated_at = now
-                BookState.objects.bulk_create(
-                    states,
-                    update_conflicts=True,
-                    unique_fields=["instrument"],
-                    update_fields=["trade_seq", "last_price", "book_seq", "updated_at"],
-                )
-            if rows:
-                Outbox.objects.bulk_create(rows)
-                sequences = {
-                    (row.topic, row.key): row.seq for row in rows if row.topic != kafka.TRADES
-                }
-                if sequences:
-                    StreamSequence.objects.bulk_create(
-                        [StreamSequence(topic=t, key=k, seq=s) for (t, k), s in sequences.items()],
-                        update_conflicts=True,
-                        unique_fields=["topic", "key"],
-                        update_fields=["seq"],
-                    )
-            MatcherCheckpoint.objects.bulk_create(
-                [
-                    MatcherCheckpoint(topic=self.topic, partition=p, offset=o, updated_at=now)
-                    for p, o in result.checkpoints.items()
-                ],
-                update_conflicts=True,
-                unique_fields=["topic", "partition"],
-                update_fields=["offset", "updated_at"],
-            )
         for book in self.books.values():
             book.dirty = False
 
@@ -873,35 +852,173 @@ _UPDATE_COLUMNS = (
     ("closed_at", "timestamptz"),
     ("updated_at", "timestamptz"),
 )
+_TRADE_COLUMNS = (
+    ("instrument_id", "bigint"),
+    ("seq", "bigint"),
+    ("maker_order_id", "bigint"),
+    ("taker_order_id", "bigint"),
+    ("buyer_id", "bigint"),
+    ("seller_id", "bigint"),
+    ("price", "numeric"),
+    ("quantity", "numeric"),
+    ("quote_amount", "numeric"),
+    ("aggressor_side", "text"),
+    ("buyer_fee", "numeric"),
+    ("seller_fee", "numeric"),
+    ("executed_at", "timestamptz"),
+)
+_POSITION_COLUMNS = (
+    ("account_id", "bigint"),
+    ("instrument_id", "bigint"),
+    ("quantity", "numeric"),
+    ("average_cost", "numeric"),
+    ("realized_pnl", "numeric"),
+    ("updated_at", "timestamptz"),
+)
+_STATE_COLUMNS = (
+    ("instrument_id", "bigint"),
+    ("trade_seq", "bigint"),
+    ("last_price", "numeric"),
+    ("book_seq", "bigint"),
+    ("updated_at", "timestamptz"),
+)
 
 
-def orders_update(
-    orders: list[Order], replace_holds: dict[int, Decimal] | None = None, chunk: int = 1000
+def _unnest(prefix: str, columns: tuple[tuple[str, str], ...]) -> str:
+    arrays = ", ".join(f"%({prefix}_{name})s::{kind}[]" for name, kind in columns)
+    aliases = ", ".join(f'"{name}"' for name, _ in columns)
+    return f"unnest({arrays}) AS v({aliases})"
+
+
+def _names(columns: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(name for name, _ in columns)
+
+
+def _table(model: type) -> str:
+    return model._meta.db_table
+
+
+_SEQUENCE_COLUMNS = (("topic", "text"), ("key", "text"), ("seq", "bigint"))
+_CHECKPOINT_COLUMNS = (("partition", "integer"), ("offset", "bigint"))
+_EVENT_COLUMNS = (
+    ("topic", "text"),
+    ("key", "text"),
+    ("type", "text"),
+    ("seq", "bigint"),
+    ("ts", "bigint"),
+    ("data", "text"),
+)
+# In the events' order, so their ids (the relay's sending order) follow it.
+_EVENTS_UNNEST = (
+    "unnest("
+    + ", ".join(f"%(e_{name})s::{kind}[]" for name, kind in _EVENT_COLUMNS)
+    + f") WITH ORDINALITY AS v({_names(_EVENT_COLUMNS)}, n)"
+)
+
+# Everything a batch writes but the ledger, in ONE statement of constant text (prepared once per
+# connection): each table's rows travel as arrays, one per column, and an empty batch of a table
+# writes nothing. `held_for_replace` belongs to order_replace too, so it only moves by a
+# difference.
+_BATCH_WRITE = f"""
+WITH orders AS (
+    UPDATE {_table(Order)} AS o
+       SET {", ".join(f"{name} = v.{name}" for name, _ in _UPDATE_COLUMNS)},
+           held_for_replace = o.held_for_replace - v.moved
+      FROM {_unnest("o", (("id", "bigint"), *_UPDATE_COLUMNS, ("moved", "numeric")))}
+     WHERE o.id = v.id
+), trades AS (
+    INSERT INTO {_table(TradeRow)} ({_names(_TRADE_COLUMNS)})
+    SELECT * FROM {_unnest("t", _TRADE_COLUMNS)}
+), positions AS (
+    INSERT INTO {_table(Position)} ({_names(_POSITION_COLUMNS)})
+    SELECT * FROM {_unnest("p", _POSITION_COLUMNS)}
+    ON CONFLICT (account_id, instrument_id) DO UPDATE
+       SET quantity = EXCLUDED.quantity, average_cost = EXCLUDED.average_cost,
+           realized_pnl = EXCLUDED.realized_pnl, updated_at = EXCLUDED.updated_at
+), states AS (
+    UPDATE {_table(BookState)} AS s
+       SET trade_seq = v.trade_seq, last_price = v.last_price, book_seq = v.book_seq,
+           updated_at = v.updated_at
+      FROM {_unnest("s", _STATE_COLUMNS)}
+     WHERE s.instrument_id = v.instrument_id
+), events AS (
+    INSERT INTO {_table(Outbox)} (topic, key, type, seq, ts, data, created_at)
+    SELECT topic, key, type, seq, ts, data::jsonb, %(now)s::timestamptz
+      FROM {_EVENTS_UNNEST}
+     ORDER BY v.n
+), sequences AS (
+    INSERT INTO {_table(StreamSequence)} (topic, key, seq)
+    SELECT * FROM {_unnest("q", _SEQUENCE_COLUMNS)}
+    ON CONFLICT (topic, key) DO UPDATE SET seq = EXCLUDED.seq
+)
+INSERT INTO {_table(MatcherCheckpoint)} (topic, partition, "offset", updated_at)
+SELECT %(topic)s::text, partition, "offset", %(now)s::timestamptz
+  FROM {_unnest("c", _CHECKPOINT_COLUMNS)}
+    ON CONFLICT (topic, partition) DO UPDATE
+       SET "offset" = EXCLUDED."offset", updated_at = EXCLUDED.updated_at
+"""  # noqa: S608 - table and column names are constants; values are bound
+
+
+def _columns(
+    prefix: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]
+) -> dict[str, list]:
+    """One list per column, e.g. {"t_price": [...]}; a numeric column's ints become Decimals
+    (psycopg dumps a list of one type only)."""
+    arrays: dict[str, list] = {}
+    for index, (name, kind) in enumerate(columns):
+        values = [row[index] for row in rows]
+        if kind == "numeric":
+            values = [Decimal(v) if type(v) is int else v for v in values]
+        arrays[f"{prefix}_{name}"] = values
+    return arrays
+
+
+def batch_write(
+    *,
+    topic: str,
+    now: Any,
+    orders: list[Order],
+    replace_holds: dict[int, Decimal],
+    trades: list[TradeRow],
+    positions: list[Position],
+    states: list[BookState],
+    events: list[Outbox],
+    checkpoints: dict[int, int],
 ) -> None:
-    """Write the matcher-owned columns of many orders in one UPDATE ... FROM (VALUES ...).
-
-    `held_for_replace` belongs to order_replace too, so it only moves by a difference.
-    """
-    replace_holds = replace_holds or {}
-    columns = ", ".join(name for name, _ in _UPDATE_COLUMNS) + ", moved"
-    assignments = ", ".join(f"{name} = v.{name}::{kind}" for name, kind in _UPDATE_COLUMNS)
-    assignments += ", held_for_replace = o.held_for_replace - v.moved::numeric"
-    with connection.cursor() as cursor:
-        for start in range(0, len(orders), chunk):
-            part = orders[start : start + chunk]
-            placeholders = ", ".join(
-                "(" + ", ".join(["%s"] * (len(_UPDATE_COLUMNS) + 2)) + ")" for _ in part
-            )
-            params: list[Any] = []
-            for order in part:
-                params.append(order.pk)
-                params.extend(getattr(order, name) for name, _ in _UPDATE_COLUMNS)
-                params.append(replace_holds.get(order.pk, ZERO))
-            cursor.execute(
-                f"UPDATE trading_order AS o SET {assignments} "  # noqa: S608 - constants only
-                f"FROM (VALUES {placeholders}) AS v(id, {columns}) WHERE o.id = v.id::bigint",
-                params,
-            )
+    """Write a batch's orders, trades, positions, book states, outbox rows, stream sequences
+    and checkpoint in one prepared statement (in the caller's transaction)."""
+    names = [name for name, _ in _UPDATE_COLUMNS]
+    params: dict[str, Any] = {"topic": topic, "now": now}
+    params |= _columns(
+        "o",
+        (("id", "bigint"), *_UPDATE_COLUMNS, ("moved", "numeric")),
+        [
+            (order.pk, *(getattr(order, name) for name in names), replace_holds.get(order.pk, ZERO))
+            for order in orders
+        ],
+    )
+    for prefix, columns, objects in (
+        ("t", _TRADE_COLUMNS, trades),
+        ("p", _POSITION_COLUMNS, positions),
+        ("s", _STATE_COLUMNS, states),
+    ):
+        params |= _columns(
+            prefix,
+            columns,
+            [tuple(getattr(row, name) for name, _ in columns) for row in objects],
+        )
+    params |= _columns(
+        "e",
+        _EVENT_COLUMNS,
+        [(row.topic, row.key, row.type, row.seq, row.ts, json.dumps(row.data)) for row in events],
+    )
+    sequences = {(row.topic, row.key): row.seq for row in events if row.topic != kafka.TRADES}
+    params |= _columns("q", _SEQUENCE_COLUMNS, [(t, k, seq) for (t, k), seq in sequences.items()])
+    params |= _columns("c", _CHECKPOINT_COLUMNS, sorted(checkpoints.items()))
+    connection.ensure_connection()
+    # Django's cursors bind client-side; this one binds server-side, so it can prepare.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_BATCH_WRITE, params, prepare=True)
 
 
 # ---------------------------------------------------------------------------------------------
