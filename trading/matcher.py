@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from typing import Any
 
-import psycopg
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -54,6 +53,7 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay
+from trading.placement import prepared_cursor
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import kafka
@@ -1015,9 +1015,7 @@ def batch_write(
     sequences = {(row.topic, row.key): row.seq for row in events if row.topic != kafka.TRADES}
     params |= _columns("q", _SEQUENCE_COLUMNS, [(t, k, seq) for (t, k), seq in sequences.items()])
     params |= _columns("c", _CHECKPOINT_COLUMNS, sorted(checkpoints.items()))
-    connection.ensure_connection()
-    # Django's cursors bind client-side; this one binds server-side, so it can prepare.
-    with psycopg.Cursor(connection.connection) as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BATCH_WRITE, params, prepare=True)
 
 
