@@ -155,6 +155,8 @@ def main() -> None:
         broker.start()
         settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
     settings.KAFKA_TOPIC_PREFIX = f"benchorders{os.getpid()}."
+    # A scratch database per run, so two runs at once never clobber each other.
+    settings.DATABASES["default"]["TEST"] = {"NAME": f"bench_orders_{os.getpid()}"}
     db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     processes: list[subprocess.Popen] = []
     try:
