@@ -23,21 +23,29 @@ def balance(account: Account, asset) -> tuple[Decimal, Decimal, Decimal]:
     return (row.available, row.held, row.pending)
 
 
+def place(
+    account: Account, market, client_order_id: str, side: str, quantity: str, **fields: object
+) -> Order:
+    """Place an order on `market` and wait until the matcher has applied it."""
+    return settled(
+        order_place(
+            account=account,
+            symbol=market.symbol,
+            client_order_id=client_order_id,
+            side=side,
+            quantity=quantity,
+            **fields,
+        )
+    )
+
+
 def test_limit_order_rests_and_holds(order_path, instrument, trader):
     # given
     market = instrument()
     buyer = trader({market.quote: "1000"})
     # when
-    order = order_place(
-        account=buyer,
-        symbol=market.symbol,
-        client_order_id="b1",
-        side="buy",
-        quantity="10",
-        price="20.00",
-    )
+    order = place(buyer, market, "b1", "buy", "10", price="20.00")
     # then
-    order = settled(order)
     assert order.status == Order.Status.NEW
     # 200.00 notional + 0.40 at the larger (taker) fee rate
     assert balance(buyer, market.quote) == (D("799.60"), D("200.40"), D("0"))
@@ -49,24 +57,8 @@ def test_crossing_orders_fill_both_sides(order_path, instrument, trader):
     market = instrument()
     seller = trader({market.base: "10"})
     buyer = trader({market.quote: "1000"})
-    sell = order_place(
-        account=seller,
-        symbol=market.symbol,
-        client_order_id="s1",
-        side="sell",
-        quantity="10",
-        price="20.00",
-    )
-    settled(sell)
-    buy = order_place(
-        account=buyer,
-        symbol=market.symbol,
-        client_order_id="b1",
-        side="buy",
-        quantity="10",
-        price="21.00",
-    )
-    buy = settled(buy)
+    sell = place(seller, market, "s1", "sell", "10", price="20.00")
+    buy = place(buyer, market, "b1", "buy", "10", price="21.00")
     sell.refresh_from_db()
     assert buy.status == sell.status == Order.Status.FILLED
     trade = Trade.objects.get(instrument=market)
@@ -88,27 +80,9 @@ def test_partial_fill_then_cancel(order_path, instrument, trader):
     market = instrument()
     seller = trader({market.base: "4"})
     buyer = trader({market.quote: "1000"})
-    buy = settled(
-        order_place(
-            account=buyer,
-            symbol=market.symbol,
-            client_order_id="b",
-            side="buy",
-            quantity="10",
-            price="10.00",
-        )
-    )
+    buy = place(buyer, market, "b", "buy", "10", price="10.00")
     assert buy.status == Order.Status.NEW
-    sell = settled(
-        order_place(
-            account=seller,
-            symbol=market.symbol,
-            client_order_id="s",
-            side="sell",
-            quantity="4",
-            price="10.00",
-        )
-    )
+    sell = place(seller, market, "s", "sell", "4", price="10.00")
     assert sell.status == Order.Status.FILLED
     buy.refresh_from_db()
     assert buy.status == Order.Status.PARTIALLY_FILLED
@@ -129,51 +103,12 @@ def test_ioc_fok_post_only(order_path, instrument, trader):
     market = instrument()
     seller = trader({market.base: "5"})
     buyer = trader({market.quote: "1000"})
-    settled(
-        order_place(
-            account=seller,
-            symbol=market.symbol,
-            client_order_id="s",
-            side="sell",
-            quantity="5",
-            price="10.00",
-        )
-    )
-    fok = settled(
-        order_place(
-            account=buyer,
-            symbol=market.symbol,
-            client_order_id="fok",
-            side="buy",
-            quantity="6",
-            price="10.00",
-            time_in_force="fok",
-        )
-    )
+    place(seller, market, "s", "sell", "5", price="10.00")
+    fok = place(buyer, market, "fok", "buy", "6", price="10.00", time_in_force="fok")
     assert (fok.status, fok.reason, fok.held) == ("rejected", "fok_unfillable", 0)
-    post = settled(
-        order_place(
-            account=buyer,
-            symbol=market.symbol,
-            client_order_id="post",
-            side="buy",
-            quantity="1",
-            price="10.00",
-            post_only=True,
-        )
-    )
+    post = place(buyer, market, "post", "buy", "1", price="10.00", post_only=True)
     assert (post.status, post.reason) == ("rejected", "post_only_would_cross")
-    ioc = settled(
-        order_place(
-            account=buyer,
-            symbol=market.symbol,
-            client_order_id="ioc",
-            side="buy",
-            quantity="8",
-            price="10.00",
-            time_in_force="ioc",
-        )
-    )
+    ioc = place(buyer, market, "ioc", "buy", "8", price="10.00", time_in_force="ioc")
     assert (ioc.status, ioc.filled_quantity, ioc.reason) == ("canceled", D("5"), "ioc_remainder")
     assert balance(buyer, market.quote) == (D("1000") - D("50.10"), D("0"), D("0"))
     assert balance(buyer, market.base) == (D("0"), D("0"), D("5"))
@@ -185,40 +120,13 @@ def test_stop_order_triggers_on_trade(order_path, instrument, trader):
     seller = trader({market.base: "10"})
     buyer = trader({market.quote: "1000"})
     stop_buyer = trader({market.quote: "1000"})
-    settled(
-        order_place(
-            account=seller,
-            symbol=market.symbol,
-            client_order_id="s",
-            side="sell",
-            quantity="10",
-            price="10.00",
-        )
-    )
-    stop = settled(
-        order_place(
-            account=stop_buyer,
-            symbol=market.symbol,
-            client_order_id="stop",
-            side="buy",
-            type="stop_limit",
-            quantity="3",
-            price="10.00",
-            stop_price="10.00",
-        )
+    place(seller, market, "s", "sell", "10", price="10.00")
+    stop = place(
+        stop_buyer, market, "stop", "buy", "3", type="stop_limit", price="10.00", stop_price="10.00"
     )
     assert stop.status == Order.Status.NEW
     assert stop.filled_quantity == 0
-    settled(
-        order_place(
-            account=buyer,
-            symbol=market.symbol,
-            client_order_id="b",
-            side="buy",
-            quantity="2",
-            price="10.00",
-        )
-    )
+    place(buyer, market, "b", "buy", "2", price="10.00")
     wait_for(lambda: Order.objects.get(pk=stop.pk).status == "filled", what="stop fill")
     stop.refresh_from_db()
     assert stop.triggered_at is not None
@@ -230,26 +138,8 @@ def test_stop_order_triggers_on_trade(order_path, instrument, trader):
 def test_self_trade_prevention_cancels_the_newest(order_path, instrument, trader):
     market = instrument()
     both = trader({market.base: "5", market.quote: "1000"})
-    resting = settled(
-        order_place(
-            account=both,
-            symbol=market.symbol,
-            client_order_id="s",
-            side="sell",
-            quantity="5",
-            price="10.00",
-        )
-    )
-    incoming = settled(
-        order_place(
-            account=both,
-            symbol=market.symbol,
-            client_order_id="b",
-            side="buy",
-            quantity="5",
-            price="10.00",
-        )
-    )
+    resting = place(both, market, "s", "sell", "5", price="10.00")
+    incoming = place(both, market, "b", "buy", "5", price="10.00")
     resting.refresh_from_db()
     assert (incoming.status, incoming.reason) == ("canceled", "self_trade")
     assert resting.status == "new"
