@@ -1,12 +1,13 @@
 """transfer: the primitive trades, fees and settlement are built on."""
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
 from accounts import services
 from accounts.exceptions import AccountFrozen, InsufficientFunds, InvalidAmount, InvalidEntry
-from accounts.models import Account, Bucket, EntryKind
+from accounts.models import Account, Asset, Bucket, EntryKind, JournalEntry
 from accounts.tests.helpers import assert_ledger_sound, balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
@@ -87,22 +88,41 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
     assert_ledger_sound()
 
 
+def move(
+    key: Callable[[], str], source: Account, destination: Account, asset: Asset, **fields: object
+) -> JournalEntry:
+    """`services.transfer` of 1 unit, available to available, as an adjustment, unless the
+    test says otherwise: each test below spells out only what it changes."""
+    call = {
+        "source_bucket": Bucket.AVAILABLE,
+        "destination_bucket": Bucket.AVAILABLE,
+        "amount": Decimal("1"),
+        "kind": EntryKind.ADJUSTMENT,
+        "reference": "t",
+    }
+    return services.transfer(
+        source=source,
+        destination=destination,
+        asset=asset,
+        idempotency_key=key(),
+        **(call | fields),
+    )
+
+
 def test_transfer_needs_funds_in_the_source_bucket(make_account, usd, key):
     source = make_account(funds={usd: "10"})
     destination = make_account()
     before = ledger_state()
 
     with pytest.raises(InsufficientFunds, match="0.00 USD held"):
-        services.transfer(
-            source=source,
+        move(
+            key,
+            source,
+            destination,
+            usd,
             source_bucket=Bucket.HELD,
-            destination=destination,
             destination_bucket=Bucket.PENDING,
-            asset=usd,
-            amount=Decimal("1"),
             kind=EntryKind.TRADE,
-            reference="t",
-            idempotency_key=key(),
         )
 
     assert ledger_state() == before
@@ -115,17 +135,7 @@ def test_frozen_account_available_funds_cannot_leave(make_account, usd, key):
     before = ledger_state()
 
     with pytest.raises(AccountFrozen):
-        services.transfer(
-            source=source,
-            source_bucket=Bucket.AVAILABLE,
-            destination=destination,
-            destination_bucket=Bucket.AVAILABLE,
-            asset=usd,
-            amount=Decimal("1"),
-            kind=EntryKind.ADJUSTMENT,
-            reference="t",
-            idempotency_key=key(),
-        )
+        move(key, source, destination, usd)
 
     assert ledger_state() == before
 
@@ -138,16 +148,15 @@ def test_frozen_account_held_funds_still_fill_and_settle(make_account, usd, key)
     )
     services.account_freeze(account=buyer)
 
-    services.transfer(
-        source=buyer,
+    move(
+        key,
+        buyer,
+        seller,
+        usd,
         source_bucket=Bucket.HELD,
-        destination=seller,
         destination_bucket=Bucket.PENDING,
-        asset=usd,
         amount=Decimal("10"),
         kind=EntryKind.TRADE,
-        reference="t",
-        idempotency_key=key(),
     )
 
     assert balance_of(seller, usd) == (0, 0, Decimal("10.00"))
@@ -157,17 +166,7 @@ def test_transfer_to_the_same_bucket_is_refused(make_account, usd, key):
     account = make_account(funds={usd: "10"})
 
     with pytest.raises(InvalidEntry, match="same bucket"):
-        services.transfer(
-            source=account,
-            source_bucket=Bucket.AVAILABLE,
-            destination=account,
-            destination_bucket=Bucket.AVAILABLE,
-            asset=usd,
-            amount=Decimal("1"),
-            kind=EntryKind.ADJUSTMENT,
-            reference="t",
-            idempotency_key=key(),
-        )
+        move(key, account, account, usd)
 
 
 @pytest.mark.parametrize("amount", [Decimal("0"), Decimal("-3"), Decimal("0.005"), 2.0])
@@ -177,17 +176,7 @@ def test_transfer_rejects_bad_amounts(make_account, usd, key, amount):
     before = ledger_state()
 
     with pytest.raises(InvalidAmount):
-        services.transfer(
-            source=source,
-            source_bucket=Bucket.AVAILABLE,
-            destination=destination,
-            destination_bucket=Bucket.AVAILABLE,
-            asset=usd,
-            amount=amount,
-            kind=EntryKind.ADJUSTMENT,
-            reference="t",
-            idempotency_key=key(),
-        )
+        move(key, source, destination, usd, amount=amount)
 
     assert ledger_state() == before
 
@@ -197,14 +186,4 @@ def test_fees_account_cannot_go_negative(usd, key):
     external = services.platform_account_open(kind=Account.Kind.EXTERNAL)
 
     with pytest.raises(InsufficientFunds, match="fees account"):
-        services.transfer(
-            source=fees,
-            source_bucket=Bucket.AVAILABLE,
-            destination=external,
-            destination_bucket=Bucket.AVAILABLE,
-            asset=usd,
-            amount=Decimal("1"),
-            kind=EntryKind.WITHDRAWAL,
-            reference="t",
-            idempotency_key=key(),
-        )
+        move(key, fees, external, usd, kind=EntryKind.WITHDRAWAL)
