@@ -298,8 +298,8 @@ class Position(models.Model):
         return f"{self.account_id} {self.instrument_id} {self.quantity}"
 
 
-class MatcherCheckpoint(models.Model):
-    """The last offset of the `orders` topic whose effects are committed."""
+class PartitionOffset(models.Model):
+    """An offset in one partition of one (physical) topic, kept in PostgreSQL."""
 
     topic = models.CharField(max_length=200)
     partition = models.IntegerField()
@@ -307,12 +307,19 @@ class MatcherCheckpoint(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["topic", "partition"], name="checkpoint_partition"),
-        ]
+        abstract = True
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class MatcherCheckpoint(PartitionOffset):
+    """The last offset of the `orders` topic whose effects are committed."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "partition"], name="checkpoint_partition"),
+        ]
 
 
 class Outbox(models.Model):
@@ -339,21 +346,13 @@ class Outbox(models.Model):
         return f"#{self.pk} {self.topic} {self.key} {self.type}"
 
 
-class RelayCursor(models.Model):
+class RelayCursor(PartitionOffset):
     """The highest offset the relay knows it wrote to one partition (where a tail scan starts)."""
-
-    topic = models.CharField(max_length=200)
-    partition = models.IntegerField()
-    offset = models.BigIntegerField()
-    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["topic", "partition"], name="relay_cursor_partition"),
         ]
-
-    def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 class StreamSequence(models.Model):
