@@ -163,8 +163,15 @@ class Posting(models.Model):
     """A signed amount of one asset into (or out of) one bucket of one account. Append-only."""
 
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="postings")
+    # No index of their own: `posting_account_asset` leads with the account, and an asset's
+    # postings are only looked up when an asset is deleted (which PROTECT refuses anyway).
+    # Every posting of the order path writes each index, so each one costs (decision 0008).
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
+    asset = models.ForeignKey(
+        Asset, on_delete=models.PROTECT, related_name="postings", db_index=False
+    )
     bucket = models.CharField(max_length=16, choices=Bucket.choices)
     amount = amount_field()
 
@@ -188,7 +195,10 @@ class Posting(models.Model):
 class Balance(models.Model):
     """The sum of an account's postings in one asset, bucket by bucket: one row to read."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="balances")
+    # Indexed by `balance_account_asset`, which leads with it.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="balances", db_index=False
+    )
     # A copy of account.kind, pinned to it by a composite foreign key (migration 0003), so the
     # non-negative checks below can exempt the `external` account without a join.
     account_kind = models.CharField(max_length=16, choices=Account.Kind.choices)

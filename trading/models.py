@@ -124,8 +124,15 @@ class Order(models.Model):
     OPEN_STATUSES = (Status.PENDING_NEW, Status.NEW, Status.PARTIALLY_FILLED)
     FINAL_STATUSES = (Status.FILLED, Status.CANCELED, Status.REJECTED, Status.EXPIRED)
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    # The foreign keys have no index of their own: `order_account_recent` and the client id's
+    # unique index lead with the account, `order_open_by_book` with the instrument. An order's
+    # status changes are not HOT updates, so every index is written again (decision 0008).
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
+    instrument = models.ForeignKey(
+        Instrument, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     client_order_id = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=Side.choices)
     type = models.CharField(max_length=10, choices=Type.choices)
@@ -137,9 +144,7 @@ class Order(models.Model):
     stop_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
     # A market (or stop market) order runs as a limit IOC at this price: the band's edge.
     protection_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.PENDING_NEW, db_index=True
-    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING_NEW)
     reason = models.CharField(max_length=64, blank=True)
     filled_quantity = models.DecimalField(max_digits=30, decimal_places=10, default=0)
     # Sum of price x quantity of the fills, exact; and the quote amounts booked (rounded).
@@ -243,13 +248,16 @@ class Order(models.Model):
 class Trade(models.Model):
     """One fill between a resting (maker) and an incoming (taker) order, at the maker's price."""
 
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="trades")
+    # Indexed by `trade_seq_per_instrument`; buyer and seller by their `*_recent` indexes.
+    instrument = models.ForeignKey(
+        Instrument, on_delete=models.PROTECT, related_name="trades", db_index=False
+    )
     # Per-instrument trade number: 1, 2, 3, ... (the `seq` of its message on `trades`).
     seq = models.BigIntegerField()
     maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
-    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
-    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
+    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     price = models.DecimalField(max_digits=30, decimal_places=10)
     quantity = models.DecimalField(max_digits=30, decimal_places=10)
     # The quote amount booked: the buyer pays it, the seller receives it (fees apart).
@@ -279,7 +287,10 @@ class Trade(models.Model):
 class Position(models.Model):
     """An account's net holding from trading one instrument, its average cost and P&L."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    # Indexed by `position_account_instrument`, which leads with it.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="positions", db_index=False
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     quantity = models.DecimalField(max_digits=30, decimal_places=10, default=0)
     average_cost = amount_field(default=0)
