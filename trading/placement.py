@@ -1,15 +1,17 @@
 """The SQL of order placement: two prepared statements instead of a dozen ORM queries.
 
-`order_place` is the hot path of the venue (docs/decisions/0005-order-placement-sql.md). Inside
-its durable transaction it runs:
+`order_place` is the hot path of the venue (docs/decisions/0005-order-placement-sql.md and
+0008-order-path-round-trips.md). It runs two statements, two round trips in all:
 
-1. `placement_read`: lock the account row (FOR NO KEY UPDATE, the same lock as
-   `accounts_lock`) and read, in the same round trip, the account's kind and status, the
-   instrument's rules and status, its assets' precision, the band's reference price and the id
-   of an order that already uses the client order id.
-2. `placement_write`: one statement whose CTEs move the hold from `available` to `held` on the
-   balance row — only if enough is available — and, only then, insert the order, the hold's
-   journal entry and its two postings, and the outbox row.
+1. `placement_read` reads the account's kind and status, the instrument's rules and status,
+   its assets' precision, the band's reference price and the id of an order that already uses
+   the client order id. It locks nothing: what the order depends on is checked again by 2.
+2. `placement_write` is one statement, so one durable transaction of its own (autocommit; no
+   BEGIN or COMMIT round trip). Its CTEs lock the account row (FOR NO KEY UPDATE, the same
+   lock as `accounts_lock`) if it is still a customer account that is not frozen, check that
+   the instrument is still open under the rules `order_place` validated against, move the hold
+   from `available` to `held` on the balance row — only if enough is available — and, only
+   then, insert the order, the hold's journal entry and its two postings, and the outbox row.
 
 The hold is exactly the entry `ledger_post` would write (kind hold, reference "order N",
 available → held of one asset), so PostgreSQL's ledger triggers (entries balance, postings
@@ -51,7 +53,6 @@ SELECT a.kind, a.status,
   LEFT JOIN {_table(PriceModel)} pm ON pm.instrument_id = i.id
   LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
  WHERE a.id = %(account_id)s
-   FOR NO KEY UPDATE OF a
 """  # noqa: S608 - table names from model metadata; values are bound
 
 # The order's columns, each cast to its column type (parameters of INSERT … SELECT are not
@@ -62,15 +63,30 @@ _ORDER_VALUES = ", ".join(
 )  # built at import, the same for every call
 
 _WRITE = f"""
-WITH hold AS (
+WITH account AS (
+    -- Locked first (then the balance row: the global lock order). A freeze that commits while
+    -- this waits is seen: READ COMMITTED re-checks the locked row's new version.
+    SELECT id FROM {_table(Account)}
+     WHERE id = %(account_id)s::bigint
+       AND kind = '{Account.Kind.CUSTOMER.value}' AND status <> '{Account.Status.FROZEN.value}'
+       FOR NO KEY UPDATE
+), instrument AS (
+    -- The rules the order was validated against, still in force.
+    SELECT id FROM {_table(Instrument)}
+     WHERE id = %(instrument_id)s::bigint AND status = '{Instrument.Status.OPEN.value}'
+       AND tick_size = %(tick_size)s::numeric AND lot_size = %(lot_size)s::numeric
+       AND maker_fee_rate = %(maker_fee_rate)s::numeric
+       AND taker_fee_rate = %(taker_fee_rate)s::numeric
+), hold AS (
     UPDATE {_table(Balance)}
        SET available = available - %(hold)s::numeric,
            held = held + %(hold)s::numeric,
            updated_at = %(created_at)s::timestamptz
      WHERE account_id = %(account_id)s::bigint AND asset_id = %(asset_id)s::bigint
        AND available >= %(hold)s::numeric
-       -- Re-checked here: the read's subquery ran on a snapshot taken before the account lock
-       -- was granted, so it misses an order a racing call with the same id just committed.
+       AND EXISTS (SELECT 1 FROM account) AND EXISTS (SELECT 1 FROM instrument)
+       -- Checked again here: the read ran before this statement. A call with the same id
+       -- that commits after this statement's snapshot is caught by the unique index.
        AND NOT EXISTS (
            SELECT 1 FROM {_table(Order)}
             WHERE account_id = %(account_id)s::bigint
@@ -154,7 +170,7 @@ _cursor = prepared_cursor
 
 
 def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Placement | None:
-    """Lock the account and read what placing needs; None if the account or symbol is unknown."""
+    """Read what placing needs (locking nothing); None if the account or symbol is unknown."""
     with _cursor() as cursor:
         cursor.execute(
             _READ,
@@ -164,9 +180,28 @@ def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Pla
         row = cursor.fetchone()
     if row is None:
         return None
-    (kind, status, instrument_id, name, instrument_status, tick, lot, min_quantity) = row[:8]
-    (max_quantity, band, maker_fee, taker_fee, base_id, base_code, base_precision) = row[8:15]
-    (quote_id, quote_code, quote_precision, reference, existing) = row[15:]
+    kind, status = row[:2]
+    reference, existing = row[18:]
+    return Placement(kind, status, _instrument(symbol, row[2:18]), reference, existing)
+
+
+# symbol -> (the instrument's columns as last read, the Instrument built from them)
+_INSTRUMENTS: dict[str, tuple[tuple, Instrument]] = {}
+
+
+def _instrument(symbol: str, columns: tuple) -> Instrument:
+    """The instrument with these columns: the one built last time if they have not changed.
+
+    Building an Instrument and its two Assets was a quarter of `order_place`'s Python. The
+    columns are read on every call, so a halt or a new fee applies to the next order as before;
+    only the objects are reused (they are not modified by anyone who gets them).
+    """
+    cached = _INSTRUMENTS.get(symbol)
+    if cached is not None and cached[0] == columns:
+        return cached[1]
+    (instrument_id, name, instrument_status, tick, lot, min_quantity) = columns[:6]
+    (max_quantity, band, maker_fee, taker_fee, base_id, base_code, base_precision) = columns[6:13]
+    (quote_id, quote_code, quote_precision) = columns[13:]
     instrument = Instrument(
         id=instrument_id,
         symbol=symbol,
@@ -182,7 +217,8 @@ def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Pla
         base=Asset(id=base_id, code=base_code, precision=base_precision),
         quote=Asset(id=quote_id, code=quote_code, precision=quote_precision),
     )
-    return Placement(kind, status, instrument, reference, existing)
+    _INSTRUMENTS[symbol] = (columns, instrument)
+    return instrument
 
 
 def placement_write(
@@ -197,11 +233,20 @@ def placement_write(
 ) -> int | None:
     """Hold the funds and insert the order, its hold entry and outbox row; return the order id.
 
-    Returns None, having written nothing, when the balance has less than `hold` available or
-    the account already has an order with this client order id.
+    One statement, committed on return when the connection is in autocommit (the caller's
+    transaction otherwise). Returns None, having written nothing, when the account is no longer
+    a customer account that may trade, the instrument is no longer open under the rules in
+    `order.instrument`, the balance has less than `hold` available, or the account already has
+    an order with this client order id. Raises psycopg's UniqueViolation when a racing call
+    committed an order with the same client order id after this statement began.
     """
+    instrument = order.instrument
     params: dict[str, Any] = {f.column: getattr(order, f.attname) for f in _ORDER_COLUMNS}
     params |= {
+        "tick_size": instrument.tick_size,
+        "lot_size": instrument.lot_size,
+        "maker_fee_rate": instrument.maker_fee_rate,
+        "taker_fee_rate": instrument.taker_fee_rate,
         "hold": hold,
         "asset_id": asset_id,
         "memo": memo,

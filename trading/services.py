@@ -8,6 +8,7 @@ ARCHITECTURE.md §4 and docs/decisions/0004-order-path-exactly-once.md.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -72,9 +73,16 @@ def _decimal(value: object, name: str, *, required: bool) -> Decimal | None:
     return number
 
 
+# The values of each choices class (Django's `.values` builds a new list on every access).
+_CHOICE_VALUES: dict[type, frozenset[str]] = {}
+
+
 def _choice(value: object, choices: type, name: str) -> str:
     text = value.strip().lower() if isinstance(value, str) else value
-    if text not in choices.values:
+    values = _CHOICE_VALUES.get(choices)
+    if values is None:
+        values = _CHOICE_VALUES[choices] = frozenset(choices.values)
+    if not isinstance(text, str) or text not in values:
         allowed = ", ".join(choices.values)
         raise OrderRejected(f"{name} must be one of {allowed}", code=f"invalid_{name}")
     return text  # type: ignore[return-value]
@@ -211,7 +219,6 @@ def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-@transaction.atomic(durable=True)
 def order_place(
     *,
     account: Account,
@@ -230,7 +237,11 @@ def order_place(
     A `client_order_id` the account used before returns that order and creates nothing.
     Raises OrderRejected (with a code such as invalid_tick_size, price_outside_band,
     instrument_halted, account_frozen, insufficient_funds) or UnknownInstrument.
+
+    Durable on return, like `atomic(durable=True)`: its writes are one statement, committed on
+    its own (placement.py), so it must not run inside the caller's transaction.
     """
+    _durable_guard("order_place")
     if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.match(client_order_id):
         raise OrderRejected(
             "client_order_id must be 1-64 letters, digits or . _ : -",
@@ -261,8 +272,9 @@ def order_place(
         raise UnknownInstrument(f"unknown instrument {symbol!r}")
 
     # One round trip: lock the account, read its state, the rules and the reference price.
+    symbol = symbol.strip().upper()
     placement = placement_read(
-        account_id=account.pk, symbol=symbol.strip().upper(), client_order_id=client_order_id
+        account_id=account.pk, symbol=symbol, client_order_id=client_order_id
     )
     if placement is None:
         if not Account.objects.filter(pk=account.pk).exists():
@@ -318,30 +330,83 @@ def order_place(
         updated_at=now,
     )
     try:
-        order_id = placement_write(
-            order=order,
-            asset_id=asset.pk,
-            hold=hold,
-            memo=f"{side} {instrument.symbol}",
-            topic=kafka.ORDERS,
-            type=PLACE,
-            ts=kafka.now_ms(),
-        )
+        # In a test's transaction the statement gets a savepoint, so a refusal leaves it usable.
+        with transaction.atomic() if transaction.get_connection().in_atomic_block else _NO_TX:
+            order_id = placement_write(
+                order=order,
+                asset_id=asset.pk,
+                hold=hold,
+                memo=f"{side} {instrument.symbol}",
+                topic=kafka.ORDERS,
+                type=PLACE,
+                ts=kafka.now_ms(),
+            )
+    except psycopg.errors.UniqueViolation as error:
+        if error.diag.constraint_name != _CLIENT_ORDER_ID_UNIQUE:
+            raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
+        order_id = None  # a racing call with the same id committed first: found below
     except psycopg.errors.IntegrityError as error:  # a value the database refuses
         raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
     if order_id is None:
-        existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
-        if existing is not None:  # placed by a racing call with the same id
-            return Order.objects.select_related("instrument").get(pk=existing)
-        available = available_balance(account_id=account.pk, asset_id=asset.pk)
-        raise OrderRejected(
-            f"account #{account.pk} has {amount_format(available, asset)} available, "
-            f"{amount_format(hold, asset)} needed",
-            code="insufficient_funds",
-        )
+        return _placement_refused(account, symbol, client_order_id, instrument, asset, hold)
     order.pk = order_id
     order._state.adding = False
     return order
+
+
+_NO_TX = contextlib.nullcontext()
+_CLIENT_ORDER_ID_UNIQUE = "order_client_id_unique_per_account"
+
+
+def _durable_guard(name: str) -> None:
+    """Refuse to run inside the caller's transaction, as `atomic(durable=True)` would (a test
+    case's own transaction excepted)."""
+    blocks = transaction.get_connection().atomic_blocks
+    if blocks and not blocks[-1]._from_testcase:
+        raise RuntimeError(f"{name} commits on its own; call it outside any transaction")
+
+
+def _write_rules(instrument: Instrument) -> tuple:
+    """What `placement_write` checks is still in force (besides the status)."""
+    return (
+        instrument.pk,
+        instrument.tick_size,
+        instrument.lot_size,
+        instrument.maker_fee_rate,
+        instrument.taker_fee_rate,
+    )
+
+
+def _placement_refused(
+    account: Account,
+    symbol: str,
+    client_order_id: str,
+    instrument: Instrument,
+    asset: Any,
+    hold: Decimal,
+) -> Order:
+    """Find why `placement_write` wrote nothing: return the order a racing call with the same
+    client order id placed, or raise what changed since the read (or insufficient funds)."""
+    existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
+    if existing is not None:
+        return Order.objects.select_related("instrument").get(pk=existing)
+    now = placement_read(account_id=account.pk, symbol=symbol, client_order_id=client_order_id)
+    if now is None or now.account_kind != Account.Kind.CUSTOMER:
+        raise OrderRejected("only a customer account can place orders", code="unknown_account")
+    if now.account_status == Account.Status.FROZEN:
+        raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
+    _check_open(now.instrument)
+    if _write_rules(now.instrument) != _write_rules(instrument):  # changed since the read
+        raise OrderRejected(
+            f"{symbol}'s trading rules changed while the order was placed; place it again",
+            code="rules_changed",
+        )
+    available = available_balance(account_id=account.pk, asset_id=asset.pk)
+    raise OrderRejected(
+        f"account #{account.pk} has {amount_format(available, asset)} available, "
+        f"{amount_format(hold, asset)} needed",
+        code="insufficient_funds",
+    )
 
 
 def _command(order: Order, *, type: str, data: dict[str, Any]) -> None:  # noqa: A002

@@ -84,3 +84,104 @@ def test_a_client_order_id_raced_gives_one_order(instrument, trader):
     balance = Balance.objects.get(account=account, asset=market.base)
     assert (balance.available, balance.held) == (D("90"), D("10"))
     assert ledger_verify() == []
+
+
+# Between order_place's read and its write (two statements, each committed on its own), another
+# session changes what the order depends on. The write checks it again and writes nothing.
+
+
+def change_after_read(monkeypatch, change) -> None:
+    """Run `change` (another session's committed write) right after order_place's read."""
+    import trading.services as services
+
+    real = services.placement_read
+    done = []
+
+    def read_then_change(**kwargs):
+        placement = real(**kwargs)
+        if not done:
+            done.append(True)
+            change()
+        return placement
+
+    monkeypatch.setattr(services, "placement_read", read_then_change)
+
+
+def buy(account, market, client_order_id="between"):
+    return order_place(
+        account=account,
+        symbol=market.symbol,
+        client_order_id=client_order_id,
+        side="buy",
+        quantity="1",
+        price="100.00",
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (
+            lambda account, market: account.__class__.objects.filter(pk=account.pk).update(
+                status="frozen"
+            ),
+            "account_frozen",
+        ),
+        (
+            lambda account, market: market.__class__.objects.filter(pk=market.pk).update(
+                status="halted"
+            ),
+            "instrument_halted",
+        ),
+        (
+            lambda account, market: market.__class__.objects.filter(pk=market.pk).update(
+                taker_fee_rate=D("0.01")
+            ),
+            "rules_changed",
+        ),
+        (
+            lambda account, market: market.__class__.objects.filter(pk=market.pk).update(
+                tick_size=D("0.05")
+            ),
+            "rules_changed",
+        ),
+    ],
+    ids=["frozen", "halted", "fee raised", "tick size"],
+)
+def test_a_change_between_read_and_write_is_refused(monkeypatch, instrument, trader, change, code):
+    market = instrument()
+    account = trader({market.quote: "1000"})
+    change_after_read(monkeypatch, lambda: change(account, market))
+    with pytest.raises(OrderRejected) as refused:
+        buy(account, market)
+    assert refused.value.code == code
+    assert not Order.objects.filter(account=account).exists()
+    assert not Outbox.objects.filter(key=market.symbol).exists()
+    balance = Balance.objects.get(account=account, asset=market.quote)
+    assert (balance.available, balance.held) == (D("1000"), D("0"))
+    assert ledger_verify() == []
+
+
+def test_the_same_client_order_id_placed_between_read_and_write_is_returned(
+    monkeypatch, instrument, trader
+):
+    market = instrument()
+    account = trader({market.quote: "1000"})
+    first: list[Order] = []
+    change_after_read(monkeypatch, lambda: first.append(buy(account, market, "twice")))
+    again = buy(account, market, "twice")
+    assert again.pk == first[0].pk
+    assert Order.objects.filter(account=account).count() == 1
+    balance = Balance.objects.get(account=account, asset=market.quote)
+    assert (balance.available, balance.held) == (D("899.80"), D("100.20"))
+    assert ledger_verify() == []
+
+
+def test_order_place_refuses_to_run_inside_a_transaction(instrument, trader):
+    from django.db import transaction
+
+    market = instrument()
+    account = trader({market.quote: "1000"})
+    with pytest.raises(RuntimeError, match="outside any transaction"), transaction.atomic():
+        buy(account, market)
+    assert not Order.objects.filter(account=account).exists()
