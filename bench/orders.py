@@ -75,13 +75,15 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_pids(db_name: str) -> list[int]:
+def postgres_pids(db_name: str) -> dict[int, str]:
+    """The database's backends (but this one), each with the role its client gave (PGAPPNAME)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
             [db_name],
         )
-        return [row[0] for row in cursor.fetchall()]
+        return {pid: name or "other" for pid, name in cursor.fetchall()}
 
 
 def stage_latencies() -> dict[str, tuple[float, float]]:
@@ -113,6 +115,7 @@ def trader_main(
 ) -> None:
     """One trader process: place orders around 100.00 as fast as allowed; write timings."""
     settings.DATABASES["default"]["NAME"] = db
+    os.environ["PGAPPNAME"] = "trader"  # names this process's backend for the CPU breakdown
     connections.close_all()
     from accounts.models import Account
     from trading.services import order_place
@@ -150,16 +153,17 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     broker = None
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        broker = Broker(free_port(), workdir)
-        broker.start()
-        settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
-    settings.KAFKA_TOPIC_PREFIX = f"benchorders{os.getpid()}."
-    # A scratch database per run, so two runs at once never clobber each other.
-    settings.DATABASES["default"]["TEST"] = {"NAME": f"bench_orders_{os.getpid()}"}
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    db_name = None
     processes: list[subprocess.Popen] = []
     try:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            broker = Broker(free_port(), workdir)
+            broker.start()
+            settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
+        settings.KAFKA_TOPIC_PREFIX = f"benchorders{os.getpid()}."
+        # A scratch database per run, so two runs at once never clobber each other.
+        connection.settings_dict["TEST"]["NAME"] = f"bench_orders_{os.getpid()}"
+        db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
         run(args, workdir, db_name, processes, broker)
     finally:
         for process in processes:
@@ -172,7 +176,8 @@ def main() -> None:
                 process.kill()
                 process.wait()
         connections.close_all()
-        connection.creation.destroy_test_db(db_name, verbosity=0)
+        if db_name is not None:
+            connection.creation.destroy_test_db(db_name, verbosity=0)
         if broker is not None:
             broker.kill()
 
@@ -227,7 +232,7 @@ def run(
         processes.append(
             subprocess.Popen(
                 [sys.executable, str(ROOT / "manage.py"), name],
-                env=env,
+                env=env | {"PGAPPNAME": name.removeprefix("run_").replace("_", " ")},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
@@ -310,8 +315,13 @@ def run(
     children_after = os.times()
     machine = machine_busy_seconds() - machine_before
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in named.items()}
-    used = [backend_last[pid] - before for pid, before in backend_cpu.items()]
-    cpu["postgres backends (from 2 s in)"] = sum(u for u in used if u == u)  # skip NaN
+    for role in sorted(set(backends.values())):
+        used = [
+            backend_last[pid] - before
+            for pid, before in backend_cpu.items()
+            if backends[pid] == role and backend_last[pid] == backend_last[pid]  # skip NaN
+        ]
+        cpu[f"postgres for {role} (from 2 s in)"] = sum(used)
     cpu["traders"] = (children_after.children_user + children_after.children_system) - (
         children_before.children_user + children_before.children_system
     )
