@@ -173,13 +173,18 @@ class EntrySpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Django's `Choices.values` builds a new list on each access; the matcher validates every leg.
+_ENTRY_KINDS = frozenset(EntryKind.values)
+_BUCKET_NAMES = frozenset(Bucket.values)
+
+
 def entry_validate(spec: EntrySpec) -> EntrySpec:
     """Return the entry with its text trimmed and amounts exact.
 
     Raises InvalidEntry (unbalanced, empty, unknown kind or bucket, unsaved account, bad text)
     or InvalidAmount (a leg's amount).
     """
-    if spec.kind not in EntryKind.values:
+    if not isinstance(spec.kind, str) or spec.kind not in _ENTRY_KINDS:
         raise InvalidEntry(f"unknown entry kind {spec.kind!r}")
     reference = _text_validate(
         spec.reference, name="reference", max_length=REFERENCE_MAX_LENGTH, required=True
@@ -199,7 +204,7 @@ def entry_validate(spec: EntrySpec) -> EntrySpec:
             raise UnknownAccount(f"posting to an account that does not exist: {leg.account!r}")
         if not isinstance(leg.asset, Asset) or leg.asset.pk is None:
             raise UnknownAsset(f"unknown asset {leg.asset!r}")
-        if leg.bucket not in Bucket.values:
+        if not isinstance(leg.bucket, str) or leg.bucket not in _BUCKET_NAMES:
             raise InvalidEntry(f"unknown bucket {leg.bucket!r}")
         amount = amount_validate(amount=leg.amount, asset=leg.asset, signed=True)
         sums[leg.asset.code] += amount
@@ -325,7 +330,7 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
         return [results[index] for index in range(len(specs))]
 
     deltas: dict[tuple[int, int], dict[str, Decimal]] = defaultdict(
-        lambda: {bucket: Decimal(0) for bucket in Bucket.values}
+        lambda: dict.fromkeys(_BUCKETS, Decimal(0))
     )
     accounts: dict[int, Account] = {}
     assets: dict[int, Asset] = {}

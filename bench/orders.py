@@ -186,6 +186,7 @@ def run(
     args: argparse.Namespace, workdir: Path, db_name: str, processes: list, broker: Broker | None
 ) -> None:
     from django.contrib.auth import get_user_model
+    from django.db.models import Count, Max, Min
 
     from accounts import services as ledger
     from accounts.models import Asset
@@ -343,6 +344,10 @@ def run(
     stop.set()
     watcher.join(5)
     trades = Trade.objects.count()
+    span = Order.objects.aggregate(
+        accepted=Count("accepted_at"), first=Min("created_at"), last=Max("accepted_at")
+    )
+    end_to_end = (span["last"] - span["first"]).total_seconds() if span["accepted"] else 0.0
     stages = stage_latencies()
     last_trade = Trade.objects.order_by("-executed_at").values_list("executed_at", flat=True)[:1]
     first_trade = Trade.objects.order_by("executed_at").values_list("executed_at", flat=True)[:1]
@@ -360,7 +365,11 @@ def run(
     ]
     log(
         f"orders placed:    {len(placements)} in {placed_for:.1f}s = "
-        f"{len(placements) / placed_for:.0f} orders/s accepted"
+        f"{len(placements) / placed_for:.0f} orders/s (order_place returned: funds held)"
+    )
+    log(
+        f"end to end:       {span['accepted']} accepted by the matcher, first placement to last "
+        f"acceptance {end_to_end:.1f}s = {span['accepted'] / end_to_end:.0f} orders/s accepted"
     )
     log(
         f"fills committed:  {trades} trades in {trade_span:.1f}s = "

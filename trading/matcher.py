@@ -885,7 +885,7 @@ _STATE_COLUMNS = (
 
 
 def _unnest(prefix: str, columns: tuple[tuple[str, str], ...]) -> str:
-    arrays = ", ".join(f"%({prefix}_{name})s::{kind}[]" for name, kind in columns)
+    arrays = ", ".join(f"%({prefix}_{name})b::{kind}[]" for name, kind in columns)
     aliases = ", ".join(f'"{name}"' for name, _ in columns)
     return f"unnest({arrays}) AS v({aliases})"
 
@@ -911,7 +911,7 @@ _EVENT_COLUMNS = (
 # In the events' order, so their ids (the relay's sending order) follow it.
 _EVENTS_UNNEST = (
     "unnest("
-    + ", ".join(f"%(e_{name})s::{kind}[]" for name, kind in _EVENT_COLUMNS)
+    + ", ".join(f"%(e_{name})b::{kind}[]" for name, kind in _EVENT_COLUMNS)
     + f") WITH ORDINALITY AS v({_names(_EVENT_COLUMNS)}, n)"
 )
 
