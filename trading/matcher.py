@@ -258,18 +258,50 @@ class Book:
         )
 
 
+@dataclass(slots=True)
+class TradeFill:
+    """A trade row as `batch_write` inserts it (the columns of `_TRADE_COLUMNS`); a model
+    instance per fill cost more than the rest of the fill's bookkeeping."""
+
+    instrument_id: int
+    seq: int
+    maker_order_id: int
+    taker_order_id: int
+    buyer_id: int
+    seller_id: int
+    price: Decimal
+    quantity: Decimal
+    quote_amount: Decimal
+    aggressor_side: str
+    buyer_fee: Decimal
+    seller_fee: Decimal
+    executed_at: Any
+
+
+@dataclass(slots=True)
+class EventRow:
+    """An outbox row as `batch_write` inserts it."""
+
+    topic: str
+    key: str
+    type: str
+    seq: int
+    ts: int
+    data: dict[str, Any]
+
+
 @dataclass
 class BatchResult:
     """Everything one batch writes, gathered before the transaction."""
 
     now: Any
     changed: dict[int, Order] = field(default_factory=dict)
-    trades: list[TradeRow] = field(default_factory=list)
+    trades: list[TradeFill] = field(default_factory=list)
     entries: list[EntrySpec] = field(default_factory=list)
     positions: dict[tuple[int, int], Position] = field(default_factory=dict)
     account_orders: dict[int, dict[int, Order]] = field(default_factory=lambda: defaultdict(dict))
     account_trades: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
-    trade_messages: list[Outbox] = field(default_factory=list)
+    trade_messages: list[EventRow] = field(default_factory=list)
     checkpoints: dict[int, int] = field(default_factory=dict)
     dead: list[tuple[Any, str]] = field(default_factory=list)
     # Every order the batch's commands name (a closed one leaves its book but stays here).
@@ -637,8 +669,8 @@ class Matcher:
         )
         aggressor = Order.Side.BUY if event.aggressor_side == EngineSide.BUY else Order.Side.SELL
         result.trades.append(
-            TradeRow(
-                instrument=instrument,
+            TradeFill(
+                instrument_id=instrument.pk,
                 seq=event.seq,
                 maker_order_id=maker.pk,
                 taker_order_id=taker.pk,
@@ -669,14 +701,13 @@ class Matcher:
             "ts": event.ts,
         }
         result.trade_messages.append(
-            Outbox(
+            EventRow(
                 topic=kafka.TRADES,
                 key=book.symbol,
                 type="trade",
                 seq=event.seq,
                 ts=event.ts or kafka.now_ms(),
                 data=message,
-                created_at=now,  # given: the field's default costs a settings lookup per row
             )
         )
         for account_id, side, own_fee in (
@@ -731,7 +762,7 @@ class Matcher:
         self.stream_seq[(topic, key)] = seq
         return seq
 
-    def _event_rows(self, result: BatchResult) -> list[Outbox]:
+    def _event_rows(self, result: BatchResult) -> list[EventRow]:
         rows = list(result.trade_messages)
         ts = kafka.now_ms()
         for book in self.books.values():
@@ -755,20 +786,19 @@ class Matcher:
             )
             book.deltas = {}
             rows.append(
-                Outbox(
+                EventRow(
                     topic=kafka.BOOK,
                     key=book.symbol,
                     type="book.delta",
                     seq=self._next_seq(kafka.BOOK, book.symbol),
                     ts=ts,
                     data={"symbol": book.symbol, "bids": bids, "asks": asks},
-                    created_at=result.now,
                 )
             )
         for account_id, orders in result.account_orders.items():
             key = str(account_id)
             rows.append(
-                Outbox(
+                EventRow(
                     topic=kafka.ACCOUNT_EVENTS,
                     key=key,
                     type="account.orders",
@@ -779,7 +809,6 @@ class Matcher:
                         "orders": [order_message(order) for order in orders.values()],
                         "trades": result.account_trades.get(account_id, []),
                     },
-                    created_at=result.now,
                 )
             )
         return rows
@@ -979,10 +1008,10 @@ def batch_write(
     now: Any,
     orders: list[Order],
     replace_holds: dict[int, Decimal],
-    trades: list[TradeRow],
+    trades: list[TradeFill],
     positions: list[Position],
     states: list[BookState],
-    events: list[Outbox],
+    events: list[EventRow],
     checkpoints: dict[int, int],
 ) -> None:
     """Write a batch's orders, trades, positions, book states, outbox rows, stream sequences

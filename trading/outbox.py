@@ -11,7 +11,6 @@ See docs/decisions/0004-order-path-exactly-once.md.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 import zlib
@@ -183,11 +182,14 @@ class Relay:
                 return total
 
     def _unsent(self, limit: int) -> list[Outbox]:
-        """The oldest unsent rows of these topics, in one plain query (no ORM compilation)."""
+        """The oldest unsent rows of these topics, in one plain query (no ORM compilation).
+
+        `data` stays the JSON text PostgreSQL sends; `send` splices it into the envelope.
+        """
         with connection.cursor() as cursor:
             cursor.execute(_UNSENT, [self.topics, limit])
             return [
-                Outbox(id=pk, topic=topic, key=key, type=type_, seq=seq, ts=ts, data=_json(data))
+                Outbox(id=pk, topic=topic, key=key, type=type_, seq=seq, ts=ts, data=data)
                 for pk, topic, key, type_, seq, ts, data in cursor.fetchall()
             ]
 
@@ -203,7 +205,14 @@ class Relay:
         producer = self.producer
         futures = []
         for row in rows:
-            value = kafka.encode(type=row.type, key=row.key, seq=row.seq, data=row.data, ts=row.ts)
+            if isinstance(row.data, str):  # JSON text, as `_unsent` reads it
+                value = kafka.encode_json(
+                    type=row.type, key=row.key, seq=row.seq, ts=row.ts, data_json=row.data
+                )
+            else:
+                value = kafka.encode(
+                    type=row.type, key=row.key, seq=row.seq, data=row.data, ts=row.ts
+                )
             future = producer.send(
                 kafka.topic(row.topic),
                 key=row.key.encode(),
@@ -241,14 +250,9 @@ class Relay:
             raise KafkaError(f"produce failed on {', '.join(sorted(failed))}")
 
 
-def _json(value: object) -> object:
-    # Django's psycopg setup loads jsonb as text (JSONField decodes it); a raw cursor sees that.
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 _OUTBOX_TABLE = Outbox._meta.db_table
 _UNSENT = (
-    f"SELECT id, topic, key, type, seq, ts, data FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
+    f"SELECT id, topic, key, type, seq, ts, data::text FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
     "WHERE topic = ANY(%s) AND sent_at IS NULL ORDER BY id LIMIT %s"
 )
 _MARK_SENT = f"UPDATE {_OUTBOX_TABLE} SET sent_at = %s WHERE id = ANY(%s)"  # noqa: S608

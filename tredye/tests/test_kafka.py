@@ -19,6 +19,17 @@ def test_envelope_round_trip():
     assert envelope.data == {"last": "1.23"}
 
 
+def test_an_envelope_around_json_text_is_the_same_message():
+    data = {"symbol": "AAPL", "bids": [["1.23", "4"]], "note": 'quote " and \\ back'}
+    # PostgreSQL's jsonb text: its own key order and spacing
+    text = '{"note": "quote \\" and \\\\ back", "bids": [["1.23", "4"]], "symbol": "AAPL"}'
+    assert json.loads(text) == data
+    spliced = kafka.encode_json(type="book.delta", key="AAPL", seq=9, ts=1700, data_json=text)
+    encoded = kafka.encode(type="book.delta", key="AAPL", seq=9, ts=1700, data=data)
+    assert json.loads(spliced) == json.loads(encoded)
+    assert kafka.decode(spliced) == kafka.decode(encoded)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
