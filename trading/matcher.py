@@ -1044,8 +1044,7 @@ def batch_write(
     sequences = {(row.topic, row.key): row.seq for row in events if row.topic != kafka.TRADES}
     params |= _columns("q", _SEQUENCE_COLUMNS, [(t, k, seq) for (t, k), seq in sequences.items()])
     params |= _columns("c", _CHECKPOINT_COLUMNS, sorted(checkpoints.items()))
-    with prepared_cursor() as cursor:
-        cursor.execute(_BATCH_WRITE, params, prepare=True)
+    prepared_cursor().execute(_BATCH_WRITE, params, prepare=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from trading.lock_objects import orders_lock
 from trading.models import Instrument, Order, Outbox
 from trading.placement import (
     available_balance,
+    new_order,
     order_id_for,
     placement_read,
     placement_write,
@@ -313,7 +314,7 @@ def order_place(
             code="invalid_amount",
         )
     now = timezone.now()
-    order = Order(
+    order = new_order(
         account=account,
         instrument=instrument,
         client_order_id=client_order_id,

@@ -185,3 +185,15 @@ def test_order_place_refuses_to_run_inside_a_transaction(instrument, trader):
     with pytest.raises(RuntimeError, match="outside any transaction"), transaction.atomic():
         buy(account, market)
     assert not Order.objects.filter(account=account).exists()
+
+
+def test_the_order_returned_is_the_row_written(instrument, trader):
+    market = instrument()
+    account = trader({market.quote: "1000"})
+    placed = buy(account, market, "as-written")
+    stored = Order.objects.get(pk=placed.pk)
+    for field in Order._meta.concrete_fields:
+        assert getattr(placed, field.attname) == getattr(stored, field.attname), field.name
+    assert placed.instrument.symbol == market.symbol
+    assert placed.account == account
+    assert not placed._state.adding
