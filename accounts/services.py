@@ -18,6 +18,7 @@ places than its asset allows: nothing is ever rounded.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from collections import defaultdict
@@ -27,7 +28,7 @@ from decimal import Context, Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 
 from accounts.exceptions import (
@@ -53,6 +54,7 @@ from accounts.models import (
     JournalEntry,
     Posting,
 )
+from tredye.db import prepared_cursor
 
 # Largest absolute amount NUMERIC(38, 18) stores: 20 integer digits.
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES)
@@ -360,25 +362,7 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
                 )
 
     now = timezone.now()
-    journal = JournalEntry.objects.bulk_create(
-        [
-            JournalEntry(kind=spec.kind, reference=spec.reference, memo=spec.memo, created_at=now)
-            for _, spec in to_post
-        ]
-    )
-    Posting.objects.bulk_create(
-        [
-            Posting(
-                entry=entry,
-                account_id=leg.account.pk,
-                asset_id=leg.asset.pk,
-                bucket=leg.bucket,
-                amount=leg.amount,
-            )
-            for entry, (_, spec) in zip(journal, to_post, strict=True)
-            for leg in spec.legs
-        ]
-    )
+    journal = _entries_insert([spec for _, spec in to_post], now)
     IdempotencyKey.objects.bulk_create(
         [
             IdempotencyKey(
@@ -402,6 +386,67 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
     for entry, (index, _) in zip(journal, to_post, strict=True):
         results[index] = entry
     return [results[index] for index in range(len(specs))]
+
+
+_ENTRIES_INSERT = f"""
+WITH entry AS (
+    -- Ids drawn here, so each posting finds its entry by position (`n`).
+    SELECT nextval(pg_get_serial_sequence('{JournalEntry._meta.db_table}', 'id')) AS id,
+           kind, reference, memo, n
+      FROM unnest(%(kind)b::text[], %(reference)b::text[], %(memo)b::text[])
+           WITH ORDINALITY AS v(kind, reference, memo, n)
+), entries AS (
+    INSERT INTO {JournalEntry._meta.db_table} (id, kind, reference, memo, created_at)
+    SELECT id, kind, reference, memo, %(now)b::timestamptz FROM entry ORDER BY n
+), postings AS (
+    INSERT INTO {Posting._meta.db_table} (entry_id, account_id, asset_id, bucket, amount)
+    SELECT entry.id, v.account_id, v.asset_id, v.bucket, v.amount
+      FROM unnest(%(entry)b::bigint[], %(account)b::bigint[], %(asset)b::bigint[],
+                  %(bucket)b::text[], %(amount)b::numeric[])
+           WITH ORDINALITY AS v(n, account_id, asset_id, bucket, amount, k)
+      JOIN entry ON entry.n = v.n
+     ORDER BY k
+)
+SELECT id FROM entry ORDER BY n
+"""  # noqa: S608 - table names from model metadata; values are bound
+
+
+def _entries_insert(specs: list[EntrySpec], now: datetime.datetime) -> list[JournalEntry]:
+    """Insert journal entries and all their postings in ONE prepared statement.
+
+    The database checks the ledger's rules at the end of each statement (migration 0006): an
+    entry and its postings must arrive together. Returns the saved entries, in order.
+    """
+    params: dict[str, object] = {
+        "now": now,
+        "kind": [str(spec.kind) for spec in specs],
+        "reference": [spec.reference for spec in specs],
+        "memo": [spec.memo for spec in specs],
+        "entry": [],
+        "account": [],
+        "asset": [],
+        "bucket": [],
+        "amount": [],
+    }
+    for number, spec in enumerate(specs, start=1):
+        for leg in spec.legs:
+            params["entry"].append(number)  # type: ignore[attr-defined]
+            params["account"].append(leg.account.pk)  # type: ignore[attr-defined]
+            params["asset"].append(leg.asset.pk)  # type: ignore[attr-defined]
+            params["bucket"].append(str(leg.bucket))  # type: ignore[attr-defined]
+            params["amount"].append(leg.amount)  # type: ignore[attr-defined]
+    cursor = prepared_cursor()
+    cursor.execute(_ENTRIES_INSERT, params, prepare=True)
+    ids = [row[0] for row in cursor.fetchall()]
+    entries = []
+    for entry_id, spec in zip(ids, specs, strict=True):
+        entry = JournalEntry(
+            id=entry_id, kind=spec.kind, reference=spec.reference, memo=spec.memo, created_at=now
+        )
+        entry._state.adding = False
+        entry._state.db = DEFAULT_DB_ALIAS
+        entries.append(entry)
+    return entries
 
 
 _BALANCE_TABLE = Balance._meta.db_table

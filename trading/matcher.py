@@ -53,10 +53,10 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay
-from trading.placement import prepared_cursor
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import kafka
+from tredye.db import prepared_cursor
 from tredye.kafka import EnvelopeError
 from tredye.workers import KafkaWorker
 

@@ -11,22 +11,29 @@ from accounts.tests.helpers import assert_ledger_sound
 
 
 def insert_entry(cursor, *postings: tuple[int, int, str, str]) -> int:
+    """An entry and its postings in one statement, as the ledger's rules require."""
     cursor.execute(
-        "INSERT INTO accounts_journalentry (kind, reference, memo, created_at) "
-        "VALUES ('adjustment', 'raw sql', '', now()) RETURNING id"
+        "WITH entry AS ("
+        "  INSERT INTO accounts_journalentry (kind, reference, memo, created_at)"
+        "  VALUES ('adjustment', 'raw sql', '', now()) RETURNING id"
+        "), postings AS ("
+        "  INSERT INTO accounts_posting (entry_id, account_id, asset_id, bucket, amount)"
+        "  SELECT entry.id, v.account_id, v.asset_id, v.bucket, v.amount FROM entry,"
+        "         unnest(%s::bigint[], %s::bigint[], %s::text[], %s::numeric[])"
+        "         AS v(account_id, asset_id, bucket, amount)"
+        ") SELECT id FROM entry",
+        [
+            [p[0] for p in postings],
+            [p[1] for p in postings],
+            [p[2] for p in postings],
+            [Decimal(p[3]) for p in postings],
+        ],
     )
-    entry_id = cursor.fetchone()[0]
-    for account_id, asset_id, bucket, amount in postings:
-        cursor.execute(
-            "INSERT INTO accounts_posting (entry_id, account_id, asset_id, bucket, amount) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            [entry_id, account_id, asset_id, bucket, Decimal(amount)],
-        )
-    return entry_id
+    return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_unbalanced_entry_written_in_sql_is_rejected_at_commit(account, usd):
+def test_unbalanced_entry_written_in_sql_is_rejected(account, usd):
     with (
         pytest.raises(IntegrityError, match="does not balance: USD postings sum to 5"),
         transaction.atomic(),
@@ -84,13 +91,40 @@ def test_balanced_entry_written_in_sql_commits(account, usd):
     assert Posting.objects.count() == 3
 
 
-@pytest.mark.django_db
-def test_unbalanced_entry_is_rejected_when_constraints_are_checked_early(account, usd):
-    with transaction.atomic(), connection.cursor() as cursor:
-        insert_entry(cursor, (account.pk, usd.pk, "available", "-1"))
-        with pytest.raises(IntegrityError, match="does not balance"):
-            cursor.execute("SET CONSTRAINTS posting_entry_balanced IMMEDIATE")
-        transaction.set_rollback(True)
+@pytest.mark.django_db(transaction=True)
+def test_entry_written_over_two_statements_is_rejected(account, usd):
+    # The rules hold at the end of each statement: an entry and its postings come together.
+    external = services.platform_account_open(kind=Account.Kind.EXTERNAL)
+
+    with (
+        pytest.raises(IntegrityError, match="has no postings"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO accounts_journalentry (kind, reference, memo, created_at) "
+            "VALUES ('adjustment', 'raw sql', '', now())"
+        )
+
+    assert not JournalEntry.objects.exists()
+    entry_id = insert_entry(
+        connection.cursor(),
+        (account.pk, usd.pk, "available", "5"),
+        (external.pk, usd.pk, "available", "-5"),
+    )
+    with (
+        pytest.raises(IntegrityError, match=f"journal entry {entry_id} does not balance"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        # A posting added later to a balanced entry, even in the same transaction.
+        cursor.execute(
+            "INSERT INTO accounts_posting (entry_id, account_id, asset_id, bucket, amount) "
+            "VALUES (%s, %s, %s, 'available', 1)",
+            [entry_id, account.pk, usd.pk],
+        )
+
+    assert Posting.objects.filter(entry_id=entry_id).count() == 2
 
 
 @pytest.mark.django_db

@@ -106,9 +106,14 @@ def test_ledger_verify_reports_a_balance_that_drifted_from_its_postings(make_acc
     assert ("asset_sums_to_zero", "USD: balances over all accounts sum to 1.00, not zero") in breaks
 
 
-def test_ledger_verify_reports_an_unbalanced_entry_not_yet_committed(account, usd):
-    # Inside one transaction the deferred trigger has not fired yet; the check still sees it.
+def test_ledger_verify_reports_an_unbalanced_entry_the_database_would_refuse(account, usd):
+    # The database refuses it at the end of the statement; with its rules switched off (in a
+    # transaction that is rolled back), the check must still find it on its own.
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE accounts_posting DISABLE TRIGGER posting_rules")
+        cursor.execute(
+            "ALTER TABLE accounts_journalentry DISABLE TRIGGER journal_entry_has_postings"
+        )
         cursor.execute(
             "INSERT INTO accounts_journalentry (kind, reference, memo, created_at) "
             "VALUES ('adjustment', 'x', '', now()) RETURNING id"
