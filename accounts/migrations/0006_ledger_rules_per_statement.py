@@ -50,13 +50,18 @@ BEGIN
             bad.amount, bad.precision
             USING ERRCODE = 'check_violation', CONSTRAINT = 'posting_within_asset_precision';
     END IF;
-    SELECT posting.entry_id, asset.code AS asset_code, SUM(posting.amount) AS total
+    -- Entry by entry through the entry_id index (LATERAL: never a scan of all postings).
+    SELECT touched.entry_id, sums.asset_code, sums.total
       INTO bad
-      FROM accounts_posting posting
-      JOIN accounts_asset asset ON asset.id = posting.asset_id
-     WHERE posting.entry_id IN (SELECT entry_id FROM inserted)
-     GROUP BY posting.entry_id, asset.code
-    HAVING SUM(posting.amount) <> 0
+      FROM (SELECT DISTINCT entry_id FROM inserted) AS touched,
+           LATERAL (
+               SELECT asset.code AS asset_code, SUM(posting.amount) AS total
+                 FROM accounts_posting posting
+                 JOIN accounts_asset asset ON asset.id = posting.asset_id
+                WHERE posting.entry_id = touched.entry_id
+                GROUP BY asset.code
+               HAVING SUM(posting.amount) <> 0
+           ) AS sums
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'journal entry % does not balance: % postings sum to %',
@@ -77,9 +82,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     empty bigint;
 BEGIN
+    -- OFFSET 0 keeps the EXISTS a per-entry index probe (never an anti-join over all postings).
     SELECT inserted.id INTO empty
       FROM inserted
-     WHERE NOT EXISTS (SELECT 1 FROM accounts_posting WHERE entry_id = inserted.id)
+     WHERE NOT EXISTS (
+           SELECT 1 FROM accounts_posting WHERE entry_id = inserted.id OFFSET 0)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'journal entry % has no postings', empty
