@@ -222,8 +222,13 @@ def run(
     db = settings.DATABASES["default"]
     user = quote(db.get("USER") or "postgres")
     password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    # A Unix socket (DATABASE_URL=postgres://user@/db?host=/var/run/postgresql) stays one.
+    socket = db.get("OPTIONS", {}).get("host") or (db["HOST"] if db["HOST"].startswith("/") else "")
+    server = (
+        f"@/{db_name}?host={quote(socket)}" if socket else f"@{db['HOST']}:{db['PORT']}/{db_name}"
+    )
     env = os.environ | {
-        "DATABASE_URL": f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db_name}",
+        "DATABASE_URL": f"postgres://{user}{password}{server}",
         "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS[0],
         "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
         "DATABASE_CONN_MAX_AGE": "600",
