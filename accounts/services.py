@@ -70,8 +70,12 @@ IDEMPOTENCY_KEY_MAX_LENGTH = IdempotencyKey._meta.get_field("key").max_length
 # ---------------------------------------------------------------------------------------------
 
 
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in range(AMOUNT_DECIMAL_PLACES + 1)}
+
+
 def asset_quantum(asset: Asset) -> Decimal:
-    return Decimal(1).scaleb(-asset.precision)
+    quantum = _QUANTA.get(asset.precision)
+    return Decimal(1).scaleb(-asset.precision) if quantum is None else quantum
 
 
 def amount_format(amount: Decimal, asset: Asset) -> str:

@@ -56,7 +56,7 @@ from trading.outbox import Lanes, Relay
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import kafka
-from tredye.db import prepared_cursor
+from tredye.db import instances_fetch, prepared_cursor, select_columns
 from tredye.kafka import EnvelopeError
 from tredye.workers import KafkaWorker
 
@@ -101,8 +101,8 @@ def command_decode(raw: bytes | None) -> Command:
         # Ends the trading day of one book: every DAY order in it expires.
         return Command(EXPIRE_DAY, envelope.key, 0)
     order_id = data.get("order_id")
-    if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
-        raise EnvelopeError("order_id missing or not a positive integer")
+    if isinstance(order_id, bool) or not isinstance(order_id, int) or not 0 < order_id < 2**63:
+        raise EnvelopeError("order_id missing or not a positive 64-bit integer")
     if envelope.type == PLACE:
         return Command(PLACE, envelope.key, order_id)
     if envelope.type not in (CANCEL, REPLACE):
@@ -410,7 +410,10 @@ class Matcher:
                 result.orders[order.pk] = order
         if wanted:
             # No join: the command's book already holds the instrument the order must be on.
-            found = {order.pk: order for order in Order.objects.filter(pk__in=list(wanted))}
+            found = {
+                order.pk: order
+                for order in instances_fetch(Order, _ORDERS_BY_ID, {"ids": list(wanted)})
+            }
             for order_id, command in wanted.items():
                 order = found.get(order_id)
                 book = self.books[command.symbol]
@@ -910,6 +913,12 @@ _STATE_COLUMNS = (
     ("last_price", "numeric"),
     ("book_seq", "bigint"),
     ("updated_at", "timestamptz"),
+)
+
+
+_ORDERS_BY_ID = (
+    f"SELECT {select_columns(Order)} FROM {Order._meta.db_table} "  # noqa: S608 - constants
+    "WHERE id = ANY(%(ids)b::bigint[])"
 )
 
 

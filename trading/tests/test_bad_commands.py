@@ -26,6 +26,8 @@ def test_poison_commands_are_dead_lettered(order_path, instrument, trader):
             b"not json at all",
             kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": "x"}),
             kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": 99999}),
+            # beyond PostgreSQL's bigint
+            kafka.encode(type="order.place", key=market.symbol, seq=0, data={"order_id": 2**63}),
             kafka.encode(type="order.nuke", key=market.symbol, seq=0, data={"order_id": 1}),
             # end of day for an instrument that does not exist
             kafka.encode(type="book.expire_day", key="NOSUCH", seq=0, data={}),
