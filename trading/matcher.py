@@ -55,7 +55,7 @@ from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
-from tredye import kafka
+from tredye import db, kafka
 from tredye.db import instances_fetch, prepared_cursor, select_columns
 from tredye.kafka import EnvelopeError
 from tredye.workers import KafkaWorker
@@ -1073,6 +1073,12 @@ class MatcherWorker(KafkaWorker):
         self.only_partitions = partitions
         self.batch_size = batch_size or settings.MATCHER_BATCH_SIZE
         self.poll_timeout_ms = settings.MATCHER_POLL_TIMEOUT_MS
+        # Plans by key only, whatever the tables' size when first planned (see tredye.db).
+        db.SESSION_PLANNER_SETTINGS = (
+            "enable_seqscan = off",
+            "enable_hashjoin = off",
+            "enable_mergejoin = off",
+        )
         self.matcher = Matcher()
         self.relay = Relay(topics=EVENT_TOPICS)
         self.lanes: Lanes | None = None

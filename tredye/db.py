@@ -14,6 +14,14 @@ _ONLY_WHEN_ASKED = 2**31 - 1
 # Connections known to plan prepared statements once (see `prepared_cursor`).
 _GENERIC_PLANS: weakref.WeakSet = weakref.WeakSet()
 
+# Planner settings a process adds to its prepared statements' sessions (see `prepared_cursor`).
+# A generic plan is made from the statistics of the moment it is first needed and kept by the
+# connection: on a new venue `trading_order` is empty, and for the matcher's key lookups a
+# hash join over a sequential scan then looks cheapest — and stays, reading the whole growing
+# table on every batch. The matcher, whose every statement finds its rows by key, forbids the
+# plans that do not (`run_matcher` sets this).
+SESSION_PLANNER_SETTINGS: tuple[str, ...] = ()
+
 
 def prepared_cursor() -> psycopg.Cursor:
     """A cursor on Django's connection that binds server-side and prepares what it is asked to
@@ -46,6 +54,8 @@ def prepared_cursor() -> psycopg.Cursor:
     cursor = psycopg.Cursor(raw)
     if raw not in _GENERIC_PLANS:
         cursor.execute("SET plan_cache_mode = force_generic_plan")
+        for setting in SESSION_PLANNER_SETTINGS:
+            cursor.execute(f"SET {setting}")
         if wrapper.in_atomic_block:
             # Kept only once the SET is committed (a rollback undoes it).
             transaction.on_commit(lambda: _GENERIC_PLANS.add(raw))
