@@ -10,9 +10,9 @@ import zlib
 from collections.abc import Iterable
 
 from django.db import connection
-from django.db.models import Q
 
 from accounts.models import Account, Balance
+from tredye.db import instances_fetch, select_columns
 
 # First half of the two-int advisory lock key: the namespace of ledger idempotency keys.
 IDEMPOTENCY_LOCK_NAMESPACE = zlib.crc32(b"tredye.accounts.idempotency") - 2**31
@@ -69,16 +69,28 @@ def balances_lock(
     return locked
 
 
+# One prepared statement (the matcher runs it every batch). Rows are locked one pair at a time
+# in the sorted order of the pairs (LATERAL, in ordinality order), each through the
+# (account, asset) unique index; only the balance rows are locked, never the account or asset
+# rows (a lock on those would serialise every balance of an asset on its one asset row).
+_BALANCES_LOCK = f"""
+SELECT {select_columns(Balance, "b")}
+  FROM unnest(%(accounts)b::bigint[], %(assets)b::bigint[])
+       WITH ORDINALITY AS v(account_id, asset_id, n),
+       LATERAL (
+           SELECT * FROM {Balance._meta.db_table} b
+            WHERE b.account_id = v.account_id AND b.asset_id = v.asset_id
+              FOR NO KEY UPDATE
+       ) AS b
+ ORDER BY v.n
+"""  # noqa: S608 - constant text; values are bound
+
+
 def _balances_select(pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Balance]:
-    condition = Q()
-    for account_id, asset_id in pairs:
-        condition |= Q(account_id=account_id, asset_id=asset_id)
-    # of=self and an explicit ordering: Balance's default ordering joins account and asset,
-    # and a plain FOR NO KEY UPDATE would lock those rows too (serialising every balance of an
-    # asset on its one asset row, and deadlocking against account locks).
-    rows = (
-        Balance.objects.select_for_update(no_key=True, of=("self",))
-        .filter(condition)
-        .order_by("account_id", "asset_id")
+    """Lock and read the existing balance rows of these sorted pairs."""
+    rows = instances_fetch(
+        Balance,
+        _BALANCES_LOCK,
+        {"accounts": [account for account, _ in pairs], "assets": [asset for _, asset in pairs]},
     )
     return {(row.account_id, row.asset_id): row for row in rows}

@@ -28,7 +28,7 @@ from decimal import Context, Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
 from accounts.exceptions import (
@@ -345,7 +345,9 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
             deltas[(leg.account.pk, leg.asset.pk)][leg.bucket] += leg.amount
             accounts[leg.account.pk] = leg.account
             assets[leg.asset.pk] = leg.asset
-    kinds = dict(Account.objects.filter(pk__in=accounts).values_list("pk", "kind"))
+    cursor = prepared_cursor()
+    cursor.execute(_ACCOUNT_KINDS, {"ids": list(accounts)}, prepare=True)
+    kinds = dict(cursor.fetchall())
     missing = set(accounts) - set(kinds)
     if missing:
         raise UnknownAccount(f"no account with id {', '.join(map(str, sorted(missing)))}")
@@ -457,23 +459,27 @@ _BALANCE_TABLE = Balance._meta.db_table
 _BUCKETS = tuple(Bucket.values)
 
 
+_ACCOUNT_KINDS = f"SELECT id, kind FROM {Account._meta.db_table} WHERE id = ANY(%(ids)b::bigint[])"  # noqa: S608
+# Every locked row moved by its net change, in one prepared statement (arrays, one per column).
+_BALANCES_MOVE = f"""
+UPDATE {_BALANCE_TABLE} AS b
+   SET {", ".join(f"{bucket} = b.{bucket} + v.{bucket}" for bucket in _BUCKETS)},
+       updated_at = %(now)b::timestamptz
+  FROM unnest(%(ids)b::bigint[], {", ".join(f"%({bucket})b::numeric[]" for bucket in _BUCKETS)})
+       AS v(id, {", ".join(_BUCKETS)})
+ WHERE b.id = v.id
+"""  # noqa: S608 - constant text; values are bound
+_ZERO = Decimal(0)
+
+
 def _balances_move(moves: list[tuple[int, dict[str, Decimal]]], now: object) -> None:
     """Add each change to its (already locked) balance row, all rows in one UPDATE."""
     if not moves:
         return
-    sets = ", ".join(f"{bucket} = b.{bucket} + v.{bucket}::numeric" for bucket in _BUCKETS)
-    row = "(" + ", ".join(["%s"] * (len(_BUCKETS) + 1)) + ")"
-    params: list[object] = [now]
-    for pk, change in moves:
-        params.append(pk)
-        params.extend(change.get(bucket, Decimal(0)) for bucket in _BUCKETS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_BALANCE_TABLE} AS b SET {sets}, updated_at = %s "  # noqa: S608 - constants
-            f"FROM (VALUES {', '.join([row] * len(moves))}) AS v(id, {', '.join(_BUCKETS)}) "
-            "WHERE b.id = v.id::bigint",
-            params,
-        )
+    params: dict[str, object] = {"now": now, "ids": [pk for pk, _ in moves]}
+    for bucket in _BUCKETS:
+        params[bucket] = [change.get(bucket, _ZERO) for _, change in moves]
+    prepared_cursor().execute(_BALANCES_MOVE, params, prepare=True)
 
 
 # ---------------------------------------------------------------------------------------------
