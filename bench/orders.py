@@ -258,7 +258,7 @@ def run(
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         while not stop.is_set():
-            for records in consumer.poll(timeout_ms=20).values():
+            for records in consumer.poll(timeout_ms=100).values():
                 now = time.time()
                 for record in records:
                     for order in kafka.decode(record.value).data["orders"]:

@@ -135,7 +135,7 @@ FEED_RATE = env.float("FEED_RATE", default=20.0)
 # Order path (trading app): matcher group commit, outbox relay, market maker.
 # Most commands one matcher transaction applies; the poll wait when the topic is idle.
 MATCHER_BATCH_SIZE = env.int("MATCHER_BATCH_SIZE", default=1000)
-MATCHER_POLL_TIMEOUT_MS = env.int("MATCHER_POLL_TIMEOUT_MS", default=5)
+MATCHER_POLL_TIMEOUT_MS = env.int("MATCHER_POLL_TIMEOUT_MS", default=50)
 # How often the outbox relay looks for unsent rows when it found none last time.
 OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=5)
 # Market maker: levels per side, distance between levels and from the reference (bps),
