@@ -118,7 +118,7 @@ def replay(records: list, orders: dict[int, Order]) -> tuple[dict[int, tuple], s
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_the_matcher_again_and_again(start_process, kafka_topics, instrument, trader):
+def test_sigkill_the_matcher_again_and_again(start_test_process, kafka_topics, instrument, trader):
     from django.conf import settings
 
     prefix = f"{settings.KAFKA_TOPIC_PREFIX}crash."
@@ -128,8 +128,8 @@ def test_sigkill_the_matcher_again_and_again(start_process, kafka_topics, instru
         kafka.ensure_topics()
         market = instrument(maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"))
         traders = [trader({market.quote: "10000000", market.base: "1000000"}) for _ in range(10)]
-        start_process("crash-relay", *manage("run_outbox_relay"), env=env)
-        matcher = start_process("crash-matcher-0", *manage("run_matcher"), env=env)
+        start_test_process("crash-relay", *manage("run_outbox_relay"), env=env)
+        matcher = start_test_process("crash-matcher-0", *manage("run_matcher"), env=env)
         kills = 0
         placing = threading.Event()
         placing.set()
@@ -152,7 +152,9 @@ def test_sigkill_the_matcher_again_and_again(start_process, kafka_topics, instru
                 matcher.popen.kill()
                 matcher.popen.wait()
                 kills += 1
-                matcher = start_process(f"crash-matcher-{kills}", *manage("run_matcher"), env=env)
+                matcher = start_test_process(
+                    f"crash-matcher-{kills}", *manage("run_matcher"), env=env
+                )
 
         thread = threading.Thread(target=killer)
         thread.start()
