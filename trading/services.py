@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import psycopg
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -342,12 +342,14 @@ def order_place(
                 type=PLACE,
                 ts=kafka.now_ms(),
             )
-    except psycopg.errors.UniqueViolation as error:
-        if error.diag.constraint_name != _CLIENT_ORDER_ID_UNIQUE:
+    except IntegrityError as error:  # a value the database refuses, or a racing duplicate
+        cause = error.__cause__
+        if not (
+            isinstance(cause, psycopg.errors.UniqueViolation)
+            and cause.diag.constraint_name == _CLIENT_ORDER_ID_UNIQUE
+        ):
             raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
         order_id = None  # a racing call with the same id committed first: found below
-    except psycopg.errors.IntegrityError as error:  # a value the database refuses
-        raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
     if order_id is None:
         return _placement_refused(account, symbol, client_order_id, instrument, asset, hold)
     order.pk = order_id

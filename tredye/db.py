@@ -23,7 +23,36 @@ _GENERIC_PLANS: weakref.WeakSet = weakref.WeakSet()
 SESSION_PLANNER_SETTINGS: tuple[str, ...] = ()
 
 
-def prepared_cursor() -> psycopg.Cursor:
+class PreparedCursor:
+    """A psycopg cursor whose errors are Django's (`wrap_database_errors`).
+
+    So callers catch `django.db.DatabaseError` and its kinds as for any query (the matcher
+    retries a database error with backoff; anything else it takes for a poison command), and
+    Django learns that the connection failed and replaces it at the next
+    `close_old_connections()`. The psycopg error is the `__cause__`.
+    """
+
+    __slots__ = ("_wrapper", "_cursor")
+
+    def __init__(self, wrapper: Any, cursor: psycopg.Cursor) -> None:
+        self._wrapper = wrapper
+        self._cursor = cursor
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> Any:
+        with self._wrapper.wrap_database_errors:
+            self._cursor.execute(query, params, prepare=prepare)
+        return self
+
+    def fetchone(self) -> Any:
+        with self._wrapper.wrap_database_errors:
+            return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with self._wrapper.wrap_database_errors:
+            return self._cursor.fetchall()
+
+
+def prepared_cursor() -> PreparedCursor:
     """A cursor on Django's connection that binds server-side and prepares what it is asked to
     (`execute(..., prepare=True)`); the connection plans a prepared statement once
     (`plan_cache_mode = force_generic_plan`).
@@ -43,6 +72,8 @@ def prepared_cursor() -> psycopg.Cursor:
     kept = wrapper.__dict__.get("_tredye_prepared_cursor")
     if kept is not None and kept[0] is raw and not raw.closed:
         return kept[1]
+    if raw is not None and raw.closed and not wrapper.in_atomic_block:
+        wrapper.close()  # broken (e.g. the server restarted): ensure_connection makes a new one
     wrapper.ensure_connection()
     raw = wrapper.connection
     if raw.prepare_threshold is None:
@@ -51,7 +82,7 @@ def prepared_cursor() -> psycopg.Cursor:
         # that ask (prepare=True) are prepared; Django's own cursors bind client-side and never
         # prepare.
         raw.prepare_threshold = _ONLY_WHEN_ASKED
-    cursor = psycopg.Cursor(raw)
+    cursor = PreparedCursor(wrapper, psycopg.Cursor(raw))
     if raw not in _GENERIC_PLANS:
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         for setting in SESSION_PLANNER_SETTINGS:
@@ -90,9 +121,8 @@ def instances_fetch(model: type[Model], sql: str, params: Any) -> list[Model]:
     """Run a prepared query whose columns are the model's concrete fields, in order, and
     return the rows as instances (see `instance_from_values`)."""
     names = _attnames(model)
-    cursor = prepared_cursor()
-    cursor.execute(sql, params, prepare=True)
-    return [instance_from_values(model, dict(zip(names, row, strict=True))) for row in cursor]
+    rows = prepared_cursor().execute(sql, params, prepare=True).fetchall()
+    return [instance_from_values(model, dict(zip(names, row, strict=True))) for row in rows]
 
 
 def select_columns(model: type[Model], alias: str = "") -> str:

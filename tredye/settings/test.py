@@ -15,5 +15,6 @@ CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = env(  # noqa: F405
 # A database per run, so two runs on one machine never collide (set by scripts/test.sh).
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}  # noqa: F405
 # Close connections after each use, so threads of database_sync_to_async leave none open
-# and the test database can be dropped at the end.
-DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# and the test database can be dropped at the end. A test's child process that must keep its
+# connection, as a deployed worker does, sets TEST_CONN_MAX_AGE.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("TEST_CONN_MAX_AGE", default=0)  # noqa: F405

@@ -8,7 +8,7 @@ from conftest import ROOT
 
 SETTINGS_DIR = ROOT / "tredye" / "settings"
 # Read by the test command itself, not by a running Tredye.
-TEST_ONLY = {"TEST_DATABASE_NAME"}
+TEST_ONLY = {"TEST_DATABASE_NAME", "TEST_CONN_MAX_AGE"}
 
 
 def environment_settings() -> set[str]:

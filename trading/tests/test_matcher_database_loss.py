@@ -1,0 +1,85 @@
+"""The matcher's PostgreSQL connections are cut (a failover, a restarted server): it backs off,
+reconnects and applies the command it was on. A database error is never taken for a poison
+command, so nothing is dead-lettered and no order is left pending."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from accounts.selectors import ledger_verify
+from trading.models import Order, Trade
+from trading.services import order_place
+from trading.tests.conftest import manage, settled, wait_for
+from trading.tests.test_matcher_crash import read_topic
+from tredye import kafka
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def terminate_backends(application_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s",
+            [application_name],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_the_matcher_survives_losing_its_database_connections(
+    start_test_process, kafka_topics, instrument, trader
+):
+    from django.conf import settings
+
+    prefix = f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}."
+    name = f"matcher-{uuid.uuid4().hex[:8]}"
+    with override_settings(KAFKA_TOPIC_PREFIX=prefix):
+        kafka.ensure_topics()
+        env = {"KAFKA_TOPIC_PREFIX": prefix}
+        start_test_process("relay", *manage("run_outbox_relay"), env=env)
+        # Connections kept between batches, as deployed (the test settings close them).
+        matcher = start_test_process(
+            "matcher",
+            *manage("run_matcher"),
+            env=env | {"PGAPPNAME": name, "TEST_CONN_MAX_AGE": "600"},
+        )
+        market = instrument()
+        seller = trader({market.base: "10"})
+        buyer = trader({market.quote: "1000"})
+
+        def place(account, client_order_id, side):
+            return order_place(
+                account=account,
+                symbol=market.symbol,
+                client_order_id=client_order_id,
+                side=side,
+                quantity="1",
+                price="10.00",
+            )
+
+        assert settled(place(seller, "s1", "sell")).status == Order.Status.NEW
+        time.sleep(1.0)  # the matcher has relayed its events and waits for the next command
+        # The matcher holds at least its Django connection and its lane connection.
+        assert terminate_backends(name) >= 2
+
+        buy = settled(place(buyer, "b1", "buy"), timeout_s=40)
+        assert buy.status == Order.Status.FILLED
+        assert Trade.objects.count() == 1
+        wait_for(lambda: "database error" in matcher.output(), what="the matcher's retry log")
+
+        # It carries on as before: another pair trades.
+        time.sleep(1.0)
+        terminate_backends(name)
+        assert settled(place(seller, "s2", "sell"), timeout_s=40).status == Order.Status.NEW
+        assert settled(place(buyer, "b2", "buy")).status == Order.Status.FILLED
+        assert Trade.objects.count() == 2
+        assert read_topic(kafka.DEAD_LETTER, idle_s=1.0) == []
+        # A lost connection is a database error, never a poison batch to split up.
+        assert "retrying one by one" not in matcher.output()
+        assert not Order.objects.filter(status=Order.Status.PENDING_NEW).exists()
+        assert ledger_verify() == []
