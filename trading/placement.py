@@ -70,12 +70,26 @@ WITH account AS (
        AND kind = '{Account.Kind.CUSTOMER.value}' AND status <> '{Account.Status.FROZEN.value}'
        FOR NO KEY UPDATE
 ), instrument AS (
-    -- The rules the order was validated against, still in force.
-    SELECT id FROM {_table(Instrument)}
-     WHERE id = %(instrument_id)s::bigint AND status = '{Instrument.Status.OPEN.value}'
-       AND tick_size = %(tick_size)s::numeric AND lot_size = %(lot_size)s::numeric
-       AND maker_fee_rate = %(maker_fee_rate)s::numeric
-       AND taker_fee_rate = %(taker_fee_rate)s::numeric
+    -- The rules the order was validated against, still in force, and the price band around
+    -- the reference price now (the same rule as `services._band_around`; NULL without one).
+    SELECT i.id,
+           CASE WHEN r.price IS NOT NULL  -- (greatest() would skip a NULL)
+                THEN greatest(ceil((r.price - r.price * i.price_band_pct / 100) / i.tick_size), 1)
+                     * i.tick_size END AS low,
+           floor((r.price + r.price * i.price_band_pct / 100) / i.tick_size)
+             * i.tick_size AS high
+      FROM {_table(Instrument)} i
+      LEFT JOIN {_table(PriceModel)} pm ON pm.instrument_id = i.id
+      LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+     CROSS JOIN LATERAL (
+           SELECT COALESCE(pm.last_price, pm.initial_price, bs.last_price) AS price) AS r
+     WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
+       AND i.tick_size = %(tick_size)s::numeric AND i.lot_size = %(lot_size)s::numeric
+       AND i.min_quantity = %(min_quantity)s::numeric
+       AND i.max_quantity IS NOT DISTINCT FROM %(max_quantity)s::numeric
+       AND i.price_band_pct = %(price_band_pct)s::numeric
+       AND i.maker_fee_rate = %(maker_fee_rate)s::numeric
+       AND i.taker_fee_rate = %(taker_fee_rate)s::numeric
 ), hold AS (
     UPDATE {_table(Balance)}
        SET available = available - %(hold)s::numeric,
@@ -83,7 +97,11 @@ WITH account AS (
            updated_at = %(created_at)s::timestamptz
      WHERE account_id = %(account_id)s::bigint AND asset_id = %(asset_id)s::bigint
        AND available >= %(hold)s::numeric
-       AND EXISTS (SELECT 1 FROM account) AND EXISTS (SELECT 1 FROM instrument)
+       AND EXISTS (SELECT 1 FROM account)
+       AND EXISTS (
+           SELECT 1 FROM instrument
+            WHERE %(price)s::numeric IS NULL OR low IS NULL
+               OR %(price)s::numeric BETWEEN low AND high)
        -- Checked again here: the read ran before this statement. A call with the same id
        -- that commits after this statement's snapshot is caught by the unique index.
        AND NOT EXISTS (
@@ -175,6 +193,15 @@ def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Pla
 _INSTRUMENTS: dict[str, tuple[tuple, Instrument]] = {}
 
 
+def cached_instrument(symbol: str) -> Instrument | None:
+    """The instrument as this process last read it (by `placement_read`), or None.
+
+    Its rules may have changed since: `placement_write` checks them again.
+    """
+    cached = _INSTRUMENTS.get(symbol)
+    return None if cached is None else cached[1]
+
+
 def _instrument(symbol: str, columns: tuple) -> Instrument:
     """The instrument with these columns: the one built last time if they have not changed.
 
@@ -222,8 +249,9 @@ def placement_write(
     One statement, committed on return when the connection is in autocommit (the caller's
     transaction otherwise). Returns None, having written nothing, when the account is no longer
     a customer account that may trade, the instrument is no longer open under the rules in
-    `order.instrument`, the balance has less than `hold` available, or the account already has
-    an order with this client order id. Raises psycopg's UniqueViolation when a racing call
+    `order.instrument`, the order's price is outside the price band around the reference price
+    at this moment, the balance has less than `hold` available, or the account already has an
+    order with this client order id. Raises psycopg's UniqueViolation when a racing call
     committed an order with the same client order id after this statement began.
     """
     instrument = order.instrument
@@ -231,6 +259,9 @@ def placement_write(
     params |= {
         "tick_size": instrument.tick_size,
         "lot_size": instrument.lot_size,
+        "min_quantity": instrument.min_quantity,
+        "max_quantity": instrument.max_quantity,
+        "price_band_pct": instrument.price_band_pct,
         "maker_fee_rate": instrument.maker_fee_rate,
         "taker_fee_rate": instrument.taker_fee_rate,
         "hold": hold,

@@ -33,6 +33,7 @@ from trading.lock_objects import orders_lock
 from trading.models import Instrument, Order, Outbox
 from trading.placement import (
     available_balance,
+    cached_instrument,
     new_order,
     order_id_for,
     placement_read,
@@ -272,8 +273,37 @@ def order_place(
     if not isinstance(symbol, str) or not symbol:
         raise UnknownInstrument(f"unknown instrument {symbol!r}")
 
-    # One round trip: lock the account, read its state, the rules and the reference price.
     symbol = symbol.strip().upper()
+    fields = {
+        "client_order_id": client_order_id,
+        "side": side,
+        "type": order_type,
+        "time_in_force": tif,
+        "post_only": post_only,
+        "quantity": quantity,
+        "price": price,
+        "stop_price": stop_price,
+    }
+    if price is not None:
+        # One round trip: a priced order checked against the rules this process last read.
+        # The write checks those rules again, the account, the client order id and the price
+        # band around the reference price of the moment; whatever it refuses (or the cached
+        # rules refuse) is decided again below with everything read afresh.
+        instrument = cached_instrument(symbol)
+        if instrument is not None and instrument.status == Instrument.Status.OPEN:
+            try:
+                _check_size(instrument, quantity)
+                _check_price(instrument, price, band=None)
+                if stop_price is not None:
+                    _on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
+            except OrderRejected:
+                pass
+            else:
+                placed = _order_write(account, instrument, None, fields, fast=True)
+                if placed is not None:
+                    return placed
+
+    # Two round trips: read the account's state, the rules and the reference price; validate.
     placement = placement_read(
         account_id=account.pk, symbol=symbol, client_order_id=client_order_id
     )
@@ -303,11 +333,33 @@ def order_place(
                 code="no_reference_price",
             )
         protection = band[1] if side == Order.Side.BUY else band[0]
+    placed = _order_write(account, instrument, protection, fields, fast=False)
+    if placed is None:
+        return _placement_refused(account, symbol, fields, instrument, protection)
+    return placed
 
+
+def _order_write(
+    account: Account,
+    instrument: Instrument,
+    protection: Decimal | None,
+    fields: dict[str, Any],
+    *,
+    fast: bool,
+) -> Order | None:
+    """Compute the hold and write the order (`placement_write`); None if nothing was written.
+
+    `fast` (rules from the cache): a value the database refuses is also None, to be decided
+    again with fresh rules.
+    """
+    side = fields["side"]
     hold = hold_for(
-        instrument=instrument, side=side, open_quantity=quantity, price=price or protection
+        instrument=instrument,
+        side=side,
+        open_quantity=fields["quantity"],
+        price=fields["price"] or protection,
     )
-    asset = instrument.quote if side == Order.Side.BUY else instrument.base
+    asset = _hold_asset(instrument, side)
     if hold != ceil_to(hold, asset.precision):
         raise OrderRejected(
             f"{asset.code} allows {asset.precision} decimal places; the hold {hold} has more",
@@ -317,18 +369,11 @@ def order_place(
     order = new_order(
         account=account,
         instrument=instrument,
-        client_order_id=client_order_id,
-        side=side,
-        type=order_type,
-        time_in_force=tif,
-        post_only=post_only,
-        quantity=quantity,
-        price=price,
-        stop_price=stop_price,
         protection_price=protection,
         held=hold,
         created_at=now,
         updated_at=now,
+        **fields,
     )
     try:
         # In a test's transaction the statement gets a savepoint, so a refusal leaves it usable.
@@ -344,17 +389,21 @@ def order_place(
             )
     except IntegrityError as error:  # a value the database refuses, or a racing duplicate
         cause = error.__cause__
-        if not (
+        if not fast and not (
             isinstance(cause, psycopg.errors.UniqueViolation)
             and cause.diag.constraint_name == _CLIENT_ORDER_ID_UNIQUE
         ):
             raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
-        order_id = None  # a racing call with the same id committed first: found below
+        return None  # a racing call with the same id committed first: found by the caller
     if order_id is None:
-        return _placement_refused(account, symbol, client_order_id, instrument, asset, hold)
+        return None
     order.pk = order_id
     order._state.adding = False
     return order
+
+
+def _hold_asset(instrument: Instrument, side: str) -> Any:
+    return instrument.quote if side == Order.Side.BUY else instrument.base
 
 
 _NO_TX = contextlib.nullcontext()
@@ -375,6 +424,9 @@ def _write_rules(instrument: Instrument) -> tuple:
         instrument.pk,
         instrument.tick_size,
         instrument.lot_size,
+        instrument.min_quantity,
+        instrument.max_quantity,
+        instrument.price_band_pct,
         instrument.maker_fee_rate,
         instrument.taker_fee_rate,
     )
@@ -383,13 +435,13 @@ def _write_rules(instrument: Instrument) -> tuple:
 def _placement_refused(
     account: Account,
     symbol: str,
-    client_order_id: str,
+    fields: dict[str, Any],
     instrument: Instrument,
-    asset: Any,
-    hold: Decimal,
+    protection: Decimal | None,
 ) -> Order:
     """Find why `placement_write` wrote nothing: return the order a racing call with the same
     client order id placed, or raise what changed since the read (or insufficient funds)."""
+    client_order_id = fields["client_order_id"]
     existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
     if existing is not None:
         return Order.objects.select_related("instrument").get(pk=existing)
@@ -404,6 +456,16 @@ def _placement_refused(
             f"{symbol}'s trading rules changed while the order was placed; place it again",
             code="rules_changed",
         )
+    if fields["price"] is not None:  # the reference price moved the band past it
+        _check_price(instrument, fields["price"], band=_band_around(instrument, now.reference))
+    side = fields["side"]
+    asset = _hold_asset(instrument, side)
+    hold = hold_for(
+        instrument=instrument,
+        side=side,
+        open_quantity=fields["quantity"],
+        price=fields["price"] or protection,
+    )
     available = available_balance(account_id=account.pk, asset_id=asset.pk)
     raise OrderRejected(
         f"account #{account.pk} has {amount_format(available, asset)} available, "
