@@ -56,7 +56,7 @@ from trading.outbox import Lanes, Relay
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
-from tredye.db import instances_fetch, prepared_cursor, select_columns
+from tredye.db import compact, instances_fetch, prepared_cursor, select_columns
 from tredye.kafka import EnvelopeError
 from tredye.workers import KafkaWorker
 
@@ -957,7 +957,8 @@ _EVENTS_UNNEST = (
 # connection): each table's rows travel as arrays, one per column, and an empty batch of a table
 # writes nothing. `held_for_replace` belongs to order_replace too, so it only moves by a
 # difference.
-_BATCH_WRITE = f"""
+_BATCH_WRITE = compact(
+    f"""
 WITH orders AS (
     UPDATE {_table(Order)} AS o
        SET {", ".join(f"{name} = v.{name}" for name, _ in _UPDATE_COLUMNS)},
@@ -995,6 +996,7 @@ SELECT %(topic)s::text, partition, "offset", %(now)s::timestamptz
     ON CONFLICT (topic, partition) DO UPDATE
        SET "offset" = EXCLUDED."offset", updated_at = EXCLUDED.updated_at
 """  # noqa: S608 - table and column names are constants; values are bound
+)
 
 
 def _columns(

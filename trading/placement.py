@@ -30,7 +30,7 @@ from django.db import connection
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
 from marketdata.models import PriceModel
 from trading.models import BookState, Instrument, Order, Outbox
-from tredye.db import instance_from_values, prepared_cursor
+from tredye.db import compact, instance_from_values, prepared_cursor
 
 
 def _table(model: type) -> str:
@@ -61,7 +61,8 @@ _ORDER_VALUES = ", ".join(
     f"%({f.column})s::{f.db_type(connection)}" for f in _ORDER_COLUMNS
 )  # built at import, the same for every call
 
-_WRITE = f"""
+_WRITE = compact(
+    f"""
 WITH account AS (
     -- Locked first (then the balance row: the global lock order). A freeze that commits while
     -- this waits is seen: READ COMMITTED re-checks the locked row's new version.
@@ -133,6 +134,7 @@ WITH account AS (
 )
 SELECT id FROM new_order
 """  # noqa: S608 - table names from model metadata; values are bound
+)
 
 _EXISTING = f"SELECT id FROM {_table(Order)} WHERE account_id = %s AND client_order_id = %s"  # noqa: S608
 _AVAILABLE = f"SELECT available FROM {_table(Balance)} WHERE account_id = %s AND asset_id = %s"  # noqa: S608

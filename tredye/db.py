@@ -139,3 +139,15 @@ def _attnames(model: type[Model]) -> tuple[str, ...]:
     if names is None:
         names = _ATTNAMES[model] = tuple(f.attname for f in model._meta.concrete_fields)
     return names
+
+
+def compact(sql: str) -> str:
+    """`sql` without its `--` comments and runs of whitespace.
+
+    psycopg converts a query's `%(name)s` placeholders on every execution unless the text is at
+    most 4096 bytes long (and has at most 50 parameters); then the conversion is cached. The
+    commented statements of the order path are longer than that, and converting them again was
+    half of `order_place`'s Python. Keep the comments in the source; send this.
+    """
+    lines = (line.split("--", 1)[0] for line in sql.splitlines())
+    return " ".join(" ".join(lines).split())

@@ -1,0 +1,20 @@
+"""The statements order_place runs on every call stay within what psycopg caches.
+
+psycopg converts a query's named placeholders to PostgreSQL's on every execution unless the
+text is short enough and has few enough parameters; then the conversion is cached. Converting
+`placement._WRITE` again on each order cost as much Python as the rest of `order_place`.
+"""
+
+import re
+
+import pytest
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
+
+from trading import placement
+
+
+@pytest.mark.parametrize("name", ["_READ", "_WRITE"])
+def test_order_place_statements_are_cached_by_psycopg(name):
+    text = getattr(placement, name)
+    assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+    assert len(set(re.findall(r"%\((\w+)\)[sbt]", text))) <= MAX_CACHED_STATEMENT_PARAMS
