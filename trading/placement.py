@@ -1,15 +1,17 @@
 """The SQL of order placement: two prepared statements instead of a dozen ORM queries.
 
 `order_place` is the hot path of the venue (docs/decisions/0005-order-placement-sql.md and
-0008-order-path-round-trips.md). It runs two statements, two round trips in all:
+0008-order-path-round-trips.md). It runs at most two statements:
 
 1. `placement_read` reads the account's kind and status, the instrument's rules and status,
    its assets' precision, the band's reference price and the id of an order that already uses
    the client order id. It locks nothing: what the order depends on is checked again by 2.
+   A priced order whose instrument this process has read before skips it (`cached_instrument`).
 2. `placement_write` is one statement, so one durable transaction of its own (autocommit; no
    BEGIN or COMMIT round trip). Its CTEs lock the account row (FOR NO KEY UPDATE, the same
    lock as `accounts_lock`) if it is still a customer account that is not frozen, check that
-   the instrument is still open under the rules `order_place` validated against, move the hold
+   the instrument is still open under the rules `order_place` validated against and that the
+   order's price is inside the band around the reference price of the moment, move the hold
    from `available` to `held` on the balance row — only if enough is available — and, only
    then, insert the order, the hold's journal entry and its two postings, and the outbox row.
 
