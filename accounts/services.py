@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -518,6 +519,73 @@ def _refuse_frozen(account: Account, action: str) -> AccountPolicy:
     return policy
 
 
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Where a single-account movement takes money from and puts it, and who may not do it.
+
+    `outside` is "in" for money coming from the `external` account, "out" for money leaving to
+    it, None for a move between two buckets of the account itself.
+    """
+
+    kind: EntryKind
+    source_bucket: Bucket
+    destination_bucket: Bucket
+    outside: str | None = None
+    refused_when_frozen: str | None = None  # the action a frozen account may not take
+
+
+DEPOSIT = Flow(EntryKind.DEPOSIT, Bucket.AVAILABLE, Bucket.AVAILABLE, outside="in")
+WITHDRAWAL = Flow(
+    EntryKind.WITHDRAWAL,
+    Bucket.AVAILABLE,
+    Bucket.AVAILABLE,
+    outside="out",
+    refused_when_frozen="withdraw",
+)
+HOLD = Flow(EntryKind.HOLD, Bucket.AVAILABLE, Bucket.HELD, refused_when_frozen="hold funds")
+RELEASE = Flow(EntryKind.RELEASE, Bucket.HELD, Bucket.AVAILABLE)
+
+
+def flow_entry(
+    flow: Flow,
+    *,
+    account: Account,
+    asset: Asset | str,
+    amount: Decimal,
+    reference: str,
+    idempotency_key: str | None = None,
+    memo: str = "",
+) -> EntrySpec:
+    """The entry of one `Flow` for `account` (see `movement_entry` for what it raises)."""
+    source = destination = account
+    if flow.outside is not None:
+        external = platform_account_open(kind=Account.Kind.EXTERNAL)
+        if flow.outside == "in":
+            source = external
+        else:
+            destination = external
+    return movement_entry(
+        kind=flow.kind,
+        source=source,
+        source_bucket=flow.source_bucket,
+        destination=destination,
+        destination_bucket=flow.destination_bucket,
+        asset=asset,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        memo=memo,
+    )
+
+
+def _post_flow(flow: Flow, *, account: Account, **request: Any) -> JournalEntry:
+    """Post one `Flow` under the account's lock, refusing a frozen account where it must."""
+    spec = flow_entry(flow, account=account, **request)
+    action = flow.refused_when_frozen
+    policy = None if action is None else _refuse_frozen(account, action)
+    return _post_locked(spec=spec, lock=[account], policy=policy)
+
+
 @transaction.atomic(durable=True)
 def deposit(
     *,
@@ -533,20 +601,8 @@ def deposit(
     A frozen account may still receive a deposit (it keeps its money). Raises InvalidAmount,
     UnknownAsset, UnknownAccount, InvalidEntry or IdempotencyConflict.
     """
-    external = platform_account_open(kind=Account.Kind.EXTERNAL)
-    spec = movement_entry(
-        kind=EntryKind.DEPOSIT,
-        source=external,
-        source_bucket=Bucket.AVAILABLE,
-        destination=account,
-        destination_bucket=Bucket.AVAILABLE,
-        asset=asset,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
-    return _post_locked(spec=spec, lock=[account])
+    request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
+    return _post_flow(DEPOSIT, account=account, asset=asset, amount=amount, **request)
 
 
 @transaction.atomic(durable=True)
@@ -564,20 +620,8 @@ def withdraw(
     Raises AccountFrozen, InsufficientFunds, InvalidAmount, UnknownAsset, UnknownAccount,
     InvalidEntry or IdempotencyConflict.
     """
-    external = platform_account_open(kind=Account.Kind.EXTERNAL)
-    spec = movement_entry(
-        kind=EntryKind.WITHDRAWAL,
-        source=account,
-        source_bucket=Bucket.AVAILABLE,
-        destination=external,
-        destination_bucket=Bucket.AVAILABLE,
-        asset=asset,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
-    return _post_locked(spec=spec, lock=[account], policy=_refuse_frozen(account, "withdraw"))
+    request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
+    return _post_flow(WITHDRAWAL, account=account, asset=asset, amount=amount, **request)
 
 
 @transaction.atomic(durable=True)
@@ -595,19 +639,8 @@ def hold(
     Raises AccountFrozen, InsufficientFunds, InvalidAmount, UnknownAsset, UnknownAccount,
     InvalidEntry or IdempotencyConflict.
     """
-    spec = movement_entry(
-        kind=EntryKind.HOLD,
-        source=account,
-        source_bucket=Bucket.AVAILABLE,
-        destination=account,
-        destination_bucket=Bucket.HELD,
-        asset=asset,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
-    return _post_locked(spec=spec, lock=[account], policy=_refuse_frozen(account, "hold funds"))
+    request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
+    return _post_flow(HOLD, account=account, asset=asset, amount=amount, **request)
 
 
 @transaction.atomic(durable=True)
@@ -626,19 +659,8 @@ def release(
     InsufficientFunds (less held than asked), InvalidAmount, UnknownAsset, UnknownAccount,
     InvalidEntry or IdempotencyConflict.
     """
-    spec = movement_entry(
-        kind=EntryKind.RELEASE,
-        source=account,
-        source_bucket=Bucket.HELD,
-        destination=account,
-        destination_bucket=Bucket.AVAILABLE,
-        asset=asset,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
-    return _post_locked(spec=spec, lock=[account])
+    request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
+    return _post_flow(RELEASE, account=account, asset=asset, amount=amount, **request)
 
 
 @transaction.atomic(durable=True)

@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from accounts.exceptions import InsufficientFunds, LedgerError
 from accounts.lock_objects import accounts_lock
-from accounts.models import Account, Bucket, EntryKind
-from accounts.services import amount_format, ledger_post, movement_entry
+from accounts.models import Account
+from accounts.services import HOLD, amount_format, flow_entry, ledger_post
 from trading.exceptions import (
     OrderNotOpen,
     OrderRejected,
@@ -197,12 +197,9 @@ def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None
     try:
         ledger_post(
             entries=[
-                movement_entry(
-                    kind=EntryKind.HOLD,
-                    source=account,
-                    source_bucket=Bucket.AVAILABLE,
-                    destination=account,
-                    destination_bucket=Bucket.HELD,
+                flow_entry(
+                    HOLD,
+                    account=account,
                     asset=asset,
                     amount=amount,
                     reference=f"order {order.pk}",
