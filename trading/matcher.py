@@ -53,7 +53,7 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay
-from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
+from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE, hold_asset
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
 from tredye.db import compact, instances_fetch, prepared_cursor, select_columns
@@ -572,8 +572,7 @@ class Matcher:
         )
 
     def _hold_asset(self, book: Book, order: Order):  # noqa: ANN202
-        instrument = book.instrument
-        return instrument.quote if order.side == Order.Side.BUY else instrument.base
+        return hold_asset(book.instrument, order.side)
 
     def _release(self, book: Book, order: Order, amount: Decimal, result: BatchResult) -> None:
         if amount <= 0:

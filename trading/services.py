@@ -192,8 +192,7 @@ def _outbox(*, type: str, symbol: str, seq: int, data: dict[str, Any]) -> Outbox
 
 
 def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None:
-    instrument = order.instrument
-    asset = instrument.quote if order.side == Order.Side.BUY else instrument.base
+    asset = hold_asset(order.instrument, order.side)
     try:
         ledger_post(
             entries=[
@@ -356,7 +355,7 @@ def _order_write(
         open_quantity=fields["quantity"],
         price=fields["price"] or protection,
     )
-    asset = _hold_asset(instrument, side)
+    asset = hold_asset(instrument, side)
     if hold != ceil_to(hold, asset.precision):
         raise OrderRejected(
             f"{asset.code} allows {asset.precision} decimal places; the hold {hold} has more",
@@ -399,7 +398,8 @@ def _order_write(
     return order
 
 
-def _hold_asset(instrument: Instrument, side: str) -> Any:
+def hold_asset(instrument: Instrument, side: str) -> Any:
+    """The asset an order on this side holds: the quote for a buy, the base for a sell."""
     return instrument.quote if side == Order.Side.BUY else instrument.base
 
 
@@ -456,7 +456,7 @@ def _placement_refused(
     if fields["price"] is not None:  # the reference price moved the band past it
         _check_price(instrument, fields["price"], band=_band_around(instrument, now.reference))
     side = fields["side"]
-    asset = _hold_asset(instrument, side)
+    asset = hold_asset(instrument, side)
     hold = hold_for(
         instrument=instrument,
         side=side,
