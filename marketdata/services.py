@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from decimal import Decimal
 
 from django.db import transaction
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
+from kafka.errors import KafkaConnectionError, KafkaError
 
 from marketdata.feed import Quote
 from marketdata.models import PriceModel
@@ -25,24 +27,39 @@ class TickPublisher:
     """Produce reference ticks to the `ticks` topic, keyed by symbol, `seq` +1 per key.
 
     Ticks are perishable: while the broker is away they are dropped (and counted), never
-    queued without bound, and the feed goes on.
+    queued without bound, and the feed goes on. After a produce error the producer is built
+    again (at most once per `REBUILD_EVERY_S`): a kafka-python producer that lost its broker
+    can stay in its error state for good.
     """
 
+    REBUILD_EVERY_S = 1.0
+
     def __init__(self) -> None:
-        kafka.ensure_topics([kafka.TICKS])
-        self.producer = kafka.producer(max_block_ms=1000)
         self.topic = kafka.topic(kafka.TICKS)
         self.seq: dict[str, int] = defaultdict(int)
         self.sent = 0
         self.dropped = 0
+        self.producer: KafkaProducer | None = None
+        self.last_build = 0.0
+        self._build()
+
+    def _build(self) -> None:
+        self.last_build = time.monotonic()
+        kafka.ensure_topics([kafka.TICKS])
+        self.producer = kafka.producer(max_block_ms=1000)
 
     def publish(self, quote: Quote, *, ts: int | None = None) -> bool:
         """Send one tick; return False when it was dropped because Kafka is unavailable."""
         self.seq[quote.symbol] += 1
         value = tick_record(quote, seq=self.seq[quote.symbol], ts=ts)
         try:
-            self.producer.send(self.topic, key=quote.symbol.encode(), value=value)
+            if self.producer is None:
+                if time.monotonic() - self.last_build < self.REBUILD_EVERY_S:
+                    raise KafkaConnectionError("producer being rebuilt")
+                self._build()
+            self.producer.send(self.topic, key=quote.symbol.encode(), value=value)  # type: ignore[union-attr]
         except KafkaError as error:
+            self._drop_producer()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
                 logger.warning(
@@ -54,9 +71,18 @@ class TickPublisher:
         self.sent += 1
         return True
 
+    def _drop_producer(self) -> None:
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - closing a broken producer
+                logger.debug("feed: producer close failed", exc_info=True)
+            self.producer = None
+
     def close(self) -> None:
-        self.producer.flush(timeout=5)
-        self.producer.close(timeout=5)
+        if self.producer is not None:
+            self.producer.flush(timeout=5)
+            self.producer.close(timeout=5)
 
 
 @transaction.atomic(durable=True)

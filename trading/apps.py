@@ -6,6 +6,8 @@ class TradingConfig(AppConfig):
     verbose_name = "Trading"
 
     def ready(self) -> None:
-        from trading import checks
+        from trading import checks, selectors
+        from tredye.status import status_check_register
 
         checks.register()
+        status_check_register(selectors.order_queue_degraded)

@@ -52,7 +52,7 @@ from trading.models import (
     StreamSequence,
 )
 from trading.models import Trade as TradeRow
-from trading.outbox import Lanes, Relay
+from trading.outbox import Lanes, Relay, outbox_id
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE, hold_asset
 from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
@@ -91,6 +91,9 @@ class Command:
     partition: int = 0
     offset: int = 0
     record: Any = None
+    # The outbox row the command was sent from (its record's header): the key by which the
+    # matcher applies a command at most once, whatever offset or topic it arrives on.
+    outbox_id: int | None = None
 
 
 def command_decode(raw: bytes | None) -> Command:
@@ -303,6 +306,8 @@ class BatchResult:
     account_trades: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
     trade_messages: list[EventRow] = field(default_factory=list)
     checkpoints: dict[int, int] = field(default_factory=dict)
+    # Outbox ids of the batch's commands: marked applied in its transaction.
+    applied: list[int] = field(default_factory=list)
     dead: list[tuple[Any, str]] = field(default_factory=list)
     # Every order the batch's commands name (a closed one leaves its book but stays here).
     orders: dict[int, Order] = field(default_factory=dict)
@@ -321,6 +326,8 @@ class Matcher:
         self.stream_seq: dict[tuple[str, str], int] = {}
         self.checkpoint: dict[int, int] = {}
         self.topic = kafka.topic(kafka.ORDERS)
+        # The broker's id of the topic being read, written with the checkpoint.
+        self.topic_id = ""
 
     # -- state ----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -331,9 +338,14 @@ class Matcher:
         self.checkpoint = self.checkpoints_load()
 
     def checkpoints_load(self) -> dict[int, int]:
-        return dict(
-            MatcherCheckpoint.objects.filter(topic=self.topic).values_list("partition", "offset")
+        return {partition: offset for partition, (offset, _) in self.checkpoints_with_ids().items()}
+
+    def checkpoints_with_ids(self) -> dict[int, tuple[int, str]]:
+        """Per partition: the last applied offset and the id of the topic it belongs to."""
+        rows = MatcherCheckpoint.objects.filter(topic=self.topic).values_list(
+            "partition", "offset", "topic_id"
         )
+        return {partition: (offset, topic_id) for partition, offset, topic_id in rows}
 
     def book(self, symbol: str) -> Book | None:
         book = self.books.get(symbol)
@@ -367,15 +379,11 @@ class Matcher:
         """Apply the commands and commit their effects in one transaction."""
         result = BatchResult(now=timezone.now())
         ts = kafka.now_ms()
-        fresh = [
-            c
-            for c in commands
-            if c.kind != "skip" and c.offset > self.checkpoint.get(c.partition, -1)
-        ]
         for command in commands:
             result.checkpoints[command.partition] = max(
                 result.checkpoints.get(command.partition, -1), command.offset
             )
+        fresh = self._unapplied(commands, result)
         self._fees()
         unknown = self._load_orders(fresh, result)
         for command in fresh:
@@ -391,6 +399,33 @@ class Matcher:
         for partition, offset in result.checkpoints.items():
             self.checkpoint[partition] = offset
         return result
+
+    def _unapplied(self, commands: list[Command], result: BatchResult) -> list[Command]:
+        """The commands to apply: not poison, and not applied before.
+
+        A command sent from the outbox is applied at most once by its outbox id, whatever offset
+        it arrives at: the relay sends a command again when the broker may have lost it, and a
+        broker that came back empty starts its offsets again. A record without that id (not
+        sent by the relay) relies on the order's own state: a place only while PENDING_NEW, a
+        cancel or replace only with a number above the order's `applied_seq`.
+        """
+        ids = [c.outbox_id for c in commands if c.outbox_id is not None and c.kind != "skip"]
+        done = set()
+        if ids:
+            rows = prepared_cursor().execute(_APPLIED, {"ids": ids}, prepare=True).fetchall()
+            done = {row[0] for row in rows}
+        fresh = []
+        for command in commands:
+            if command.outbox_id is not None:
+                result.applied.append(command.outbox_id)
+            if command.kind == "skip":
+                continue
+            if command.outbox_id is not None:
+                if command.outbox_id in done:
+                    continue  # applied before: a duplicate
+                done.add(command.outbox_id)  # twice in this batch
+            fresh.append(command)
+        return fresh
 
     def _load_orders(self, commands: list[Command], result: BatchResult) -> dict[int, str]:
         """Make sure each command's book and order are in memory; return the unknown ones."""
@@ -441,9 +476,22 @@ class Matcher:
             events = book.engine.submit(book.engine_order(order, order.quantity), ts)
             self._events(book, events, result, place_id=order.pk)
             return
-        if command.seq <= order.applied_seq:
-            return  # applied before
-        order.applied_seq = command.seq
+        late = command.seq <= order.applied_seq
+        if late and command.outbox_id is None:
+            return  # applied before (a record without an outbox id cannot be told apart)
+        if late and command.kind == REPLACE:
+            # Unapplied, but a later command of the order came first (this one was lost and
+            # sent again): superseded, so its extra hold goes back.
+            if command.extra_hold:
+                order.held += command.extra_hold
+                result.replace_holds[order.pk] = (
+                    result.replace_holds.get(order.pk, ZERO) + command.extra_hold
+                )
+                self._release(book, order, command.extra_hold, result)
+                self._touch(order, result)
+            return
+        if not late:  # a late cancel still cancels what is left
+            order.applied_seq = command.seq
         self._touch(order, result)
         if command.extra_hold:
             # The replace's extra hold now belongs to the order (released below if unused).
@@ -831,6 +879,8 @@ class Matcher:
                 states=states,
                 events=rows,
                 checkpoints=result.checkpoints,
+                topic_id=self.topic_id,
+                applied=result.applied,
             )
             # Last: the balance rows are the last locks of the global order (after orders and
             # positions), and the traders' holds wait on them, so they are held only from here
@@ -937,6 +987,25 @@ def _table(model: type) -> str:
 
 _SEQUENCE_COLUMNS = (("topic", "text"), ("key", "text"), ("seq", "bigint"))
 _CHECKPOINT_COLUMNS = (("partition", "integer"), ("offset", "bigint"))
+_OUTBOX_TABLE = Outbox._meta.db_table
+_APPLIED = (
+    f"SELECT id FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
+    "WHERE id = ANY(%(ids)b::bigint[]) AND applied_at IS NOT NULL"
+)
+# One home for the checkpoint's upsert (the batch's statement and a dead-letter's own).
+# The offset is set, not raised: on a topic that came back empty offsets start again.
+_CHECKPOINT_UPSERT = f"""
+INSERT INTO {_table(MatcherCheckpoint)} (topic, partition, "offset", topic_id, updated_at)
+SELECT %(topic)s::text, partition, "offset", %(topic_id)s::text, %(now)s::timestamptz
+  FROM {_unnest("c", _CHECKPOINT_COLUMNS)}
+    ON CONFLICT (topic, partition) DO UPDATE
+       SET "offset" = EXCLUDED."offset", topic_id = EXCLUDED.topic_id,
+           updated_at = EXCLUDED.updated_at
+"""  # noqa: S608 - table and column names are constants; values are bound
+_MARK_APPLIED = (
+    f"UPDATE {_OUTBOX_TABLE} SET applied_at = %(now)s::timestamptz "  # noqa: S608 - constant
+    "WHERE id = ANY(%(applied)b::bigint[]) AND applied_at IS NULL"
+)
 _EVENT_COLUMNS = (
     ("topic", "text"),
     ("key", "text"),
@@ -988,12 +1057,10 @@ WITH orders AS (
     INSERT INTO {_table(StreamSequence)} (topic, key, seq)
     SELECT * FROM {_unnest("q", _SEQUENCE_COLUMNS)}
     ON CONFLICT (topic, key) DO UPDATE SET seq = EXCLUDED.seq
+), applied AS (
+    {_MARK_APPLIED}
 )
-INSERT INTO {_table(MatcherCheckpoint)} (topic, partition, "offset", updated_at)
-SELECT %(topic)s::text, partition, "offset", %(now)s::timestamptz
-  FROM {_unnest("c", _CHECKPOINT_COLUMNS)}
-    ON CONFLICT (topic, partition) DO UPDATE
-       SET "offset" = EXCLUDED."offset", updated_at = EXCLUDED.updated_at
+{_CHECKPOINT_UPSERT}
 """  # noqa: S608 - table and column names are constants; values are bound
 )
 
@@ -1023,11 +1090,18 @@ def batch_write(
     states: list[BookState],
     events: list[EventRow],
     checkpoints: dict[int, int],
+    topic_id: str = "",
+    applied: list[int] | None = None,
 ) -> None:
-    """Write a batch's orders, trades, positions, book states, outbox rows, stream sequences
-    and checkpoint in one prepared statement (in the caller's transaction)."""
+    """Write a batch's orders, trades, positions, book states, outbox rows, stream sequences,
+    applied commands and checkpoint in one prepared statement (in the caller's transaction)."""
     names = [name for name, _ in _UPDATE_COLUMNS]
-    params: dict[str, Any] = {"topic": topic, "now": now}
+    params: dict[str, Any] = {
+        "topic": topic,
+        "now": now,
+        "topic_id": topic_id,
+        "applied": applied or [],
+    }
     params |= _columns(
         "o",
         (("id", "bigint"), *_UPDATE_COLUMNS, ("moved", "numeric")),
@@ -1085,6 +1159,7 @@ class MatcherWorker(KafkaWorker):
         self.lanes: Lanes | None = None
         self.batches = 0
         self.commands = 0
+        self.last_relay_drain = 0.0
 
     def run(self) -> None:
         try:
@@ -1128,6 +1203,10 @@ class MatcherWorker(KafkaWorker):
         super()._consume()
 
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        """Read each partition from its checkpoint + 1 if the checkpoint belongs to this very
+        topic; otherwise (a broker that came back empty, a topic created again, a checkpoint
+        kept before topic ids were) from the beginning: commands applied before are skipped by
+        their outbox id, so nothing is applied twice and nothing is skipped."""
         physical = kafka.topic(kafka.ORDERS)
         ids = consumer.partitions_for_topic(physical)
         if not ids:
@@ -1135,13 +1214,32 @@ class MatcherWorker(KafkaWorker):
         wanted = sorted(ids) if self.only_partitions is None else self.only_partitions
         partitions = [TopicPartition(physical, p) for p in wanted if p in ids]
         consumer.assign(partitions)
-        checkpoint = self.matcher.checkpoints_load()
+        current = kafka.topic_id(consumer, physical)
+        self.matcher.topic_id = current
+        self.assigned_topic_ids = {physical: current}
+        stored = self.matcher.checkpoints_with_ids()
+        starts = {}
         for tp in partitions:
-            if tp.partition in checkpoint:
-                consumer.seek(tp, checkpoint[tp.partition] + 1)
+            offset, topic_id = stored.get(tp.partition, (None, ""))
+            # No id from the broker (before Kafka 2.8): the checkpoint is trusted.
+            if offset is not None and (not current or topic_id == current):
+                consumer.seek(tp, offset + 1)
+                starts[tp.partition] = offset + 1
             else:
+                if offset is not None:
+                    logger.warning(
+                        "matcher: %s[%d] is not the topic of checkpoint %d (topic id %r, "
+                        "now %r): reading it from the start; applied commands are skipped",
+                        physical,
+                        tp.partition,
+                        offset,
+                        topic_id,
+                        current,
+                    )
+                    self.matcher.checkpoint.pop(tp.partition, None)
                 consumer.seek_to_beginning(tp)
-        logger.info("matcher: partitions %s from checkpoint %s", wanted, checkpoint)
+                starts[tp.partition] = 0
+        logger.info("matcher: partitions %s from offsets %s", wanted, starts)
         return partitions
 
     def _process(self, batch: dict) -> None:
@@ -1157,6 +1255,7 @@ class MatcherWorker(KafkaWorker):
                 command.partition = tp.partition
                 command.offset = record.offset
                 command.record = record
+                command.outbox_id = outbox_id(record)
                 commands.append(command)
         for start in range(0, len(commands), self.batch_size):
             self._run(commands[start : start + self.batch_size])
@@ -1192,24 +1291,29 @@ class MatcherWorker(KafkaWorker):
             self.dead_letter(record, reason)
 
     def _checkpoint_only(self, commands: list[Command]) -> None:
+        """Record dead-lettered commands as done: checkpoint and outbox ids, nothing else."""
         last: dict[int, int] = {}
         for command in commands:
             last[command.partition] = max(last.get(command.partition, -1), command.offset)
-        now = timezone.now()
+        params = {
+            "topic": self.matcher.topic,
+            "topic_id": self.matcher.topic_id,
+            "now": timezone.now(),
+            "applied": [c.outbox_id for c in commands if c.outbox_id is not None],
+        }
+        params |= _columns("c", _CHECKPOINT_COLUMNS, sorted(last.items()))
         with transaction.atomic():
-            for partition, offset in last.items():
-                MatcherCheckpoint.objects.filter(
-                    topic=self.matcher.topic, partition=partition, offset__lt=offset
-                ).update(offset=offset, updated_at=now)
-                MatcherCheckpoint.objects.get_or_create(
-                    topic=self.matcher.topic,
-                    partition=partition,
-                    defaults={"offset": offset, "updated_at": now},
-                )
+            cursor = prepared_cursor()
+            cursor.execute(compact(_CHECKPOINT_UPSERT), params)
+            cursor.execute(_MARK_APPLIED, params)
         for partition, offset in last.items():
             self.matcher.checkpoint[partition] = max(
                 self.matcher.checkpoint.get(partition, -1), offset
             )
 
     def tick(self, now: float) -> None:
-        pass
+        # While idle too: relays events a failed produce left behind, and sees a topic that
+        # came back empty (which then gets its history again).
+        if now - self.last_relay_drain >= 1.0:
+            self.last_relay_drain = now
+            self.relay.drain()

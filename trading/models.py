@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Account, Asset, amount_field
+from tredye import kafka
 
 
 class Instrument(models.Model):
@@ -315,6 +316,10 @@ class PartitionOffset(models.Model):
     topic = models.CharField(max_length=200)
     partition = models.IntegerField()
     offset = models.BigIntegerField()
+    # The broker's id of the topic the offset belongs to: a topic deleted and created again, or
+    # a broker that came back empty, has a new id, and an offset of the old one means nothing
+    # there. Empty when unknown (written before ids were kept, or a broker without topic ids).
+    topic_id = models.CharField(max_length=64, blank=True, default="")
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -343,13 +348,23 @@ class Outbox(models.Model):
     ts = models.BigIntegerField()  # epoch ms
     data = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
+    # When the broker acknowledged it (the last time it was sent).
     sent_at = models.DateTimeField(null=True, blank=True)
+    # For a command (`orders`): when the matcher applied it, in its batch transaction. A command
+    # is done only then; one sent but unapplied is sent again (the broker may lose history).
+    applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]
         indexes = [
             models.Index(
                 fields=["topic", "id"], condition=Q(sent_at__isnull=True), name="outbox_unsent"
+            ),
+            # The commands the matcher has not applied yet: few at any time (see the relay).
+            models.Index(
+                fields=["created_at"],
+                condition=Q(topic=kafka.ORDERS, applied_at__isnull=True),
+                name="outbox_unapplied",
             ),
         ]
 

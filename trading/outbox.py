@@ -15,6 +15,8 @@ import logging
 import time
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -38,6 +40,17 @@ def database_dsn() -> str:
     keys = ("host", "port", "dbname", "user", "password")
     parts = {key: params.get(key) for key in keys if params.get(key) not in (None, "")}
     return psycopg.conninfo.make_conninfo(**parts)
+
+
+def outbox_id(record: Any) -> int | None:
+    """The outbox id a record was sent from (its header), or None."""
+    for name, value in record.headers or ():
+        if name == OUTBOX_ID_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 class Lanes:
@@ -77,26 +90,50 @@ class Lanes:
         self.conn.close()
 
 
+@dataclass
+class TopicScan:
+    """What a tail scan found: outbox ids, the last offset per topic and partition, each
+    topic's id, and the topics whose cursors belonged to another topic (read from the start)."""
+
+    found: set[int] = field(default_factory=set)
+    last: dict[str, dict[int, int]] = field(default_factory=dict)
+    topic_ids: dict[str, str] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+
+
 def outbox_ids_on_topics(
-    *, cursors: dict[str, dict[int, int]], idle_ms: int = 300, max_s: float = 60.0
-) -> tuple[set[int], dict[str, dict[int, int]]]:
-    """Read each partition of the given physical topics from its cursor to the end; return the
-    outbox ids found and the last offset seen per topic and partition. The end is where nothing
-    more arrives for `idle_ms` (the broker's end_offsets is not trusted)."""
+    *,
+    cursors: dict[str, dict[int, int]],
+    cursor_ids: dict[str, str] | None = None,
+    idle_ms: int = 300,
+    max_s: float = 60.0,
+) -> TopicScan:
+    """Read each partition of the given physical topics from its cursor to the end, and
+    collect the outbox ids found there. The end is where nothing more arrives for `idle_ms`
+    (the broker's end_offsets is not trusted).
+
+    A topic whose id is not the one its cursors were kept for (`cursor_ids`; "" = unknown) is
+    another topic (the broker came back empty, or it was created again): it is read from the
+    start and reported in `replaced`. A cursor kept before ids were ("") counts as another
+    topic once: the scan from the start finds what is there, so nothing is sent twice."""
     consumer = kafka.consumer(auto_offset_reset="earliest", max_poll_records=5000)
-    found: set[int] = set()
-    last: dict[str, dict[int, int]] = {}
+    scan = TopicScan()
+    found, last = scan.found, scan.last
     try:
         assigned = []
         for physical in cursors:
             partitions = consumer.partitions_for_topic(physical) or set()
             assigned += [TopicPartition(physical, p) for p in sorted(partitions)]
+            current = scan.topic_ids[physical] = kafka.topic_id(consumer, physical)
+            # No id from the broker (before Kafka 2.8): the cursors are trusted.
+            if cursors[physical] and current and (cursor_ids or {}).get(physical) != current:
+                scan.replaced.add(physical)
         if not assigned:
-            return found, last
+            return scan
         consumer.assign(assigned)
         for tp in assigned:
             start = cursors[tp.topic].get(tp.partition)
-            if start is None:
+            if start is None or tp.topic in scan.replaced:
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, start + 1)
@@ -113,15 +150,12 @@ def outbox_ids_on_topics(
                 seen = last.setdefault(tp.topic, {})
                 for record in records:
                     seen[tp.partition] = max(seen.get(tp.partition, -1), record.offset)
-                    for name, value in record.headers or ():
-                        if name == OUTBOX_ID_HEADER:
-                            try:
-                                found.add(int(value))
-                            except ValueError:
-                                continue
+                    found_id = outbox_id(record)
+                    if found_id is not None:
+                        found.add(found_id)
     finally:
         consumer.close()
-    return found, last
+    return scan
 
 
 class Relay:
@@ -132,6 +166,10 @@ class Relay:
         self._producer = producer
         self.recovered: set[str] = set()
         self.sent = 0
+        # Each topic's id as last recovered (physical name -> id; "" = unknown).
+        self.topic_ids: dict[str, str] = {}
+        self.last_identity_check = 0.0
+        self.last_resend_check = 0.0
 
     @property
     def producer(self) -> KafkaProducer:
@@ -140,35 +178,100 @@ class Relay:
         return self._producer
 
     def close(self) -> None:
+        """Drop the producer; the next send builds a new one.
+
+        A kafka-python producer that lost its broker can stay in its error state for good
+        (seen: KafkaTimeoutError on every send after the broker restarted, while a new
+        producer worked at once), so after any produce error the relay starts afresh."""
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer
+                logger.debug("relay: producer close failed", exc_info=True)
             self._producer = None
 
     def recover(self, topics: Sequence[str]) -> int:
-        """Mark as sent every row of these topics already on Kafka; return how many."""
+        """Make the outbox agree with what is on Kafka before sending; return rows marked sent.
+
+        Rows found on a topic's tail (past the cursors) are marked sent. A topic that is not
+        the one the cursors were kept for (a broker that came back empty, a topic created
+        again) gets everything again: every row of an event topic, every unapplied command,
+        minus what is already on the new topic; so each row is on it exactly once."""
         physical = {kafka.topic(topic): topic for topic in topics}
         cursors: dict[str, dict[int, int]] = {name: {} for name in physical}
-        for name, partition, offset in RelayCursor.objects.filter(topic__in=physical).values_list(
-            "topic", "partition", "offset"
-        ):
+        cursor_ids: dict[str, str] = {}
+        for name, partition, offset, topic_id in RelayCursor.objects.filter(
+            topic__in=physical
+        ).values_list("topic", "partition", "offset", "topic_id"):
             cursors[name][partition] = offset
-        found, last = outbox_ids_on_topics(cursors=cursors)
+            cursor_ids[name] = topic_id
+        scan = outbox_ids_on_topics(cursors=cursors, cursor_ids=cursor_ids)
         marked = 0
+        now = timezone.now()
         with transaction.atomic():
-            if found:
+            for name in sorted(scan.replaced):
+                again = Outbox.objects.filter(topic=physical[name], sent_at__isnull=False)
+                if physical[name] == kafka.ORDERS:
+                    again = again.filter(applied_at__isnull=True)
+                count = again.update(sent_at=None)
+                RelayCursor.objects.filter(topic=name).delete()
+                logger.warning(
+                    "relay: %s is a new topic (id %r, cursors kept for %r): sending %d rows again",
+                    name,
+                    scan.topic_ids.get(name),
+                    cursor_ids.get(name),
+                    count,
+                )
+            if scan.found:
                 marked = Outbox.objects.filter(
-                    pk__in=found, topic__in=topics, sent_at__isnull=True
-                ).update(sent_at=timezone.now())
-            for name, offsets in last.items():
-                _cursors_save(name, offsets)
+                    pk__in=scan.found, topic__in=topics, sent_at__isnull=True
+                ).update(sent_at=now)
+            _cursors_save(scan.last, scan.topic_ids, now)
         if marked:
             logger.info("relay: %d rows of %s were already on Kafka", marked, ", ".join(topics))
+        self.topic_ids.update(scan.topic_ids)
         self.recovered.update(topics)
         return marked
+
+    def check_identity(self) -> None:
+        """Recover again any topic whose id changed since it was recovered (seen through the
+        producer's metadata, refreshed every KAFKA_METADATA_MAX_AGE_MS)."""
+        if self._producer is None:
+            return
+        for topic in list(self.recovered):
+            physical = kafka.topic(topic)
+            current = kafka.topic_id(self._producer, physical)
+            if current and current != self.topic_ids.get(physical):
+                logger.warning("relay: %s has a new id (%r); recovering it", physical, current)
+                self.recovered.discard(topic)
+
+    def resend_lost(self, *, older_than_s: float) -> int:
+        """Send again the commands acknowledged more than `older_than_s` ago and still not
+        applied: the broker may have lost them (the matcher skips a duplicate)."""
+        if kafka.ORDERS not in self.topics:
+            return 0
+        cutoff = timezone.now() - datetime.timedelta(seconds=older_than_s)
+        count = Outbox.objects.filter(
+            topic=kafka.ORDERS, applied_at__isnull=True, sent_at__lt=cutoff
+        ).update(sent_at=None)
+        if count:
+            logger.warning(
+                "relay: %d commands acknowledged over %.0f s ago are not applied; sending again",
+                count,
+                older_than_s,
+            )
+        return count
 
     def drain(self, *, limit: int = 5000) -> int:
         """Send unsent rows (oldest first) until none is left; return how many were sent."""
         total = 0
+        now = time.monotonic()
+        if now - self.last_identity_check >= settings.OUTBOX_IDENTITY_CHECK_S:
+            self.last_identity_check = now
+            self.check_identity()
+        if now - self.last_resend_check >= 1.0:
+            self.last_resend_check = now
+            self.resend_lost(older_than_s=settings.OUTBOX_RESEND_AFTER_S)
         missing = [topic for topic in self.topics if topic not in self.recovered]
         if missing:
             self.recover(missing)
@@ -202,25 +305,12 @@ class Relay:
 
     def send(self, rows: Iterable[Outbox]) -> None:
         """Produce the rows in order, wait for the broker, then mark them sent."""
-        producer = self.producer
-        futures = []
-        for row in rows:
-            if isinstance(row.data, str):  # JSON text, as `_unsent` reads it
-                value = kafka.encode_json(
-                    type=row.type, key=row.key, seq=row.seq, ts=row.ts, data_json=row.data
-                )
-            else:
-                value = kafka.encode(
-                    type=row.type, key=row.key, seq=row.seq, data=row.data, ts=row.ts
-                )
-            future = producer.send(
-                kafka.topic(row.topic),
-                key=row.key.encode(),
-                value=value,
-                headers=[(OUTBOX_ID_HEADER, str(row.pk).encode())],
-            )
-            futures.append((row, future))
-        producer.flush(timeout=30)
+        try:
+            futures = self._produce(rows)
+        except KafkaError:
+            self.close()
+            self.recovered.clear()
+            raise
         sent: list[int] = []
         offsets: dict[str, dict[int, int]] = {}
         failed: set[str] = set()
@@ -242,12 +332,35 @@ class Relay:
             if sent:
                 with connection.cursor() as cursor:
                     cursor.execute(_MARK_SENT, [now, sent])
-            _cursors_save_all(offsets, now)
+            _cursors_save(offsets, self.topic_ids, now)
         self.sent += len(sent)
         # What failed may still have reached the broker: read the tail again before resending.
         self.recovered -= failed
         if failed:
+            self.close()
             raise KafkaError(f"produce failed on {', '.join(sorted(failed))}")
+
+    def _produce(self, rows: Iterable[Outbox]) -> list[tuple[Outbox, Any]]:
+        producer = self.producer
+        futures = []
+        for row in rows:
+            if isinstance(row.data, str):  # JSON text, as `_unsent` reads it
+                value = kafka.encode_json(
+                    type=row.type, key=row.key, seq=row.seq, ts=row.ts, data_json=row.data
+                )
+            else:
+                value = kafka.encode(
+                    type=row.type, key=row.key, seq=row.seq, data=row.data, ts=row.ts
+                )
+            future = producer.send(
+                kafka.topic(row.topic),
+                key=row.key.encode(),
+                value=value,
+                headers=[(OUTBOX_ID_HEADER, str(row.pk).encode())],
+            )
+            futures.append((row, future))
+        producer.flush(timeout=30)
+        return futures
 
 
 _OUTBOX_TABLE = Outbox._meta.db_table
@@ -258,10 +371,13 @@ _UNSENT = (
 _MARK_SENT = f"UPDATE {_OUTBOX_TABLE} SET sent_at = %s WHERE id = ANY(%s)"  # noqa: S608
 
 
-def _cursors_save_all(offsets: dict[str, dict[int, int]], now: datetime.datetime) -> None:
-    """Advance the cursor of every (physical topic, partition) in one statement."""
+def _cursors_save(
+    offsets: dict[str, dict[int, int]], topic_ids: dict[str, str], now: datetime.datetime
+) -> None:
+    """Advance the cursor of every (physical topic, partition) in one statement, with the id
+    of the topic it belongs to."""
     rows = [
-        (physical, partition, offset)
+        (physical, partition, offset, topic_ids.get(physical, ""))
         for physical, last in offsets.items()
         for partition, offset in last.items()
     ]
@@ -270,29 +386,13 @@ def _cursors_save_all(offsets: dict[str, dict[int, int]], now: datetime.datetime
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO trading_relaycursor (topic, partition, "offset", updated_at)
-            SELECT t, p, o, %s FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS v(t, p, o)
+            INSERT INTO trading_relaycursor (topic, partition, "offset", topic_id, updated_at)
+            SELECT t, p, o, i, %s
+              FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS v(t, p, o, i)
             ON CONFLICT (topic, partition) DO UPDATE
                SET "offset" = GREATEST(trading_relaycursor."offset", EXCLUDED."offset"),
+                   topic_id = EXCLUDED.topic_id,
                    updated_at = EXCLUDED.updated_at
             """,
-            [now, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
+            [now, *([r[k] for r in rows] for k in range(4))],
         )
-
-
-def _cursors_save(physical_topic: str, last: dict[int, int]) -> None:
-    if not last:
-        return
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        for partition, offset in last.items():
-            cursor.execute(
-                """
-                INSERT INTO trading_relaycursor (topic, partition, "offset", updated_at)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (topic, partition) DO UPDATE
-                   SET "offset" = GREATEST(trading_relaycursor."offset", EXCLUDED."offset"),
-                       updated_at = EXCLUDED.updated_at
-                """,
-                [physical_topic, partition, offset, now],
-            )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from accounts.models import Account
-from trading.models import BookState, Instrument, Order, Position, Trade
+from trading.models import BookState, Instrument, Order, Outbox, Position, Trade
+from tredye import kafka
+from tredye.status import Degraded
 
 
 def reference_price(*, instrument: Instrument) -> Decimal | None:
@@ -66,3 +70,31 @@ def position_quantity(*, account: Account, instrument: Instrument) -> Decimal:
         .first()
     )
     return quantity if quantity is not None else Decimal(0)
+
+
+def order_queue_age_s() -> float | None:
+    """Seconds the oldest command has waited for the matcher to apply it (None: none waits)."""
+    oldest = (
+        Outbox.objects.filter(topic=kafka.ORDERS, applied_at__isnull=True)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if oldest is None:
+        return None
+    return max(0.0, (timezone.now() - oldest).total_seconds())
+
+
+def order_queue_degraded() -> list[Degraded]:
+    """The order path as a trader sees it: commands accepted but not yet matched."""
+    age = order_queue_age_s()
+    if age is None or age <= settings.ORDERS_QUEUED_AFTER_S:
+        return []
+    return [
+        Degraded(
+            "matcher",
+            "queued",
+            "Orders are queued: the matching service is not keeping up.",
+            round(age, 1),
+        )
+    ]

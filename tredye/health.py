@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from tredye import kafka
+from tredye import kafka, status
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "kafka": kafka.reachable(timeout_s=2.0),
     }
     ready = all(checks.values())
+    platform = status.platform_status() if checks["postgres"] else {"degraded": [], "workers": {}}
+    # Degraded is still ready (200): this process serves, and taking every web process out of
+    # a load balancer because the matcher lags would only hide the queue from traders.
     body = {
-        "status": "ready" if ready else "unavailable",
+        "status": ("degraded" if platform["degraded"] else "ready") if ready else "unavailable",
         "checks": {name: "ok" if ok else "unreachable" for name, ok in checks.items()},
+        "degraded": platform["degraded"],
+        "workers": platform["workers"],
     }
     return JsonResponse(body, status=200 if ready else 503)

@@ -115,6 +115,9 @@ def _common_config() -> dict[str, Any]:
         "request_timeout_ms": settings.KAFKA_REQUEST_TIMEOUT_MS,
         "reconnect_backoff_ms": 100,
         "reconnect_backoff_max_ms": 5000,
+        # How soon a client sees a topic's new id (a broker that came back empty, a topic
+        # created again): see `topic_id`.
+        "metadata_max_age_ms": settings.KAFKA_METADATA_MAX_AGE_MS,
     }
     if settings.KAFKA_SASL_MECHANISM:
         config.update(
@@ -134,6 +137,9 @@ def producer(**overrides: Any) -> KafkaProducer:
         "max_in_flight_requests_per_connection": 5,
         "retries": 2**31 - 1,
         "delivery_timeout_ms": 30000,
+        # A send waits this long for metadata when the broker is away, then raises: callers
+        # back off and rebuild instead of blocking for a minute (the default).
+        "max_block_ms": 10000,
     }
     return KafkaProducer(**(config | overrides))
 
@@ -148,6 +154,21 @@ def consumer(**overrides: Any) -> KafkaConsumer:
         "fetch_max_wait_ms": settings.KAFKA_FETCH_MAX_WAIT_MS,
     }
     return KafkaConsumer(**(config | overrides))
+
+
+def topic_id(client: KafkaConsumer | KafkaProducer, physical: str) -> str:
+    """The broker's id of a topic as the client's metadata last saw it ("" when unknown).
+
+    A topic deleted and created again, or recreated by a broker that lost its history, has a
+    new id; offsets kept for the old one mean nothing on it. Brokers before Kafka 2.8 send no
+    ids: callers then take every stored offset as possibly stale.
+    """
+    # kafka-python keeps its metadata on a private attribute of each client kind.
+    cluster = client._metadata if isinstance(client, KafkaProducer) else client._client.cluster  # noqa: SLF001
+    found = cluster.topic_id(physical)
+    if found is None or int(getattr(found, "int", 1)) == 0:
+        return ""
+    return str(found)
 
 
 def admin() -> KafkaAdminClient:

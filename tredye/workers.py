@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from tredye import kafka
+from tredye import kafka, status
 from tredye.kafka import EnvelopeError
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class KafkaWorker:
     poll_timeout_ms = 50
     # How long without a broker connection before the worker calls itself disconnected.
     disconnected_after_s = 2.0
+    # How often the worker reports itself (tredye.status) and checks its topics' identity.
+    report_every_s = 1.0
 
     def __init__(self) -> None:
         self.stop_event = StopFlag()
@@ -85,6 +87,10 @@ class KafkaWorker:
         self._dead_letter_producer: KafkaProducer | None = None
         self.dead_lettered = 0
         self.consumed = 0
+        # The broker's id of each assigned topic when it was assigned (see `kafka.topic_id`).
+        self.assigned_topic_ids: dict[str, str] = {}
+        self.last_progress = time.monotonic()
+        self.lag: int | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------
     def decode(self, raw: bytes | None) -> Any:
@@ -117,6 +123,14 @@ class KafkaWorker:
                 self._consume()
             except (KafkaError, OSError) as error:
                 self._set_connected(False)
+                status.worker_report(
+                    self.name,
+                    lag=self.lag,
+                    progress_age_s=time.monotonic() - self.last_progress,
+                    connected=False,
+                    consumed=self.consumed,
+                )
+                self._close_dead_letter_producer()  # a new one after a broker error
                 delay = self.backoff.next_delay()
                 logger.warning(
                     "%s: broker unavailable (%s); retrying in %.1fs",
@@ -140,14 +154,19 @@ class KafkaWorker:
             partitions = self._assign(consumer)
             self._set_connected(True)
             self.backoff.reset()
-            last_seen_connected = time.monotonic()
+            last_seen_connected = last_report = time.monotonic()
             while not self.stop_event.is_set():
                 batch = consumer.poll(timeout_ms=self.poll_timeout_ms)
                 if batch:
                     self._process(batch)
+                    self.last_progress = time.monotonic()
                     close_old_connections()
                 now = time.monotonic()
                 self.tick(now)
+                if now - last_report >= self.report_every_s:
+                    last_report = now
+                    self._check_topics(consumer)
+                    self._report(consumer, partitions, now)
                 if _broker_connected(consumer):
                     last_seen_connected = now
                     self._set_connected(True)
@@ -158,6 +177,52 @@ class KafkaWorker:
         finally:
             consumer.close()
 
+    def _check_topics(self, consumer: KafkaConsumer) -> None:
+        """Rebuild when an assigned topic has a new id: the broker came back empty or the topic
+        was created again, and positions on the old one mean nothing there."""
+        for physical, known in self.assigned_topic_ids.items():
+            current = kafka.topic_id(consumer, physical)
+            if current and current != known:
+                logger.warning(
+                    "%s: topic %s was replaced (id %r, now %r); starting over on it",
+                    self.name,
+                    physical,
+                    known,
+                    current,
+                )
+                raise KafkaError(f"topic {physical} was replaced")
+
+    def _report(
+        self, consumer: KafkaConsumer, partitions: list[TopicPartition], now: float
+    ) -> None:
+        """Publish lag and the age of the last progress (tredye.status).
+
+        Lag is the high watermark of the last fetch minus the position (never `end_offsets()`,
+        which the local broker gets wrong); unknown until a fetch answered. A consumer with
+        nothing to read is making progress by definition.
+        """
+        lag = 0
+        known = False
+        for tp in partitions:
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            known = True
+            try:
+                lag += max(0, highwater - consumer.position(tp, timeout_ms=0))
+            except (KafkaError, TypeError):
+                continue
+        self.lag = lag if known else None
+        if not lag:
+            self.last_progress = now
+        status.worker_report(
+            self.name,
+            lag=self.lag,
+            progress_age_s=now - self.last_progress,
+            connected=self.connected,
+            consumed=self.consumed,
+        )
+
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
         partitions = []
         for name in self.topics:
@@ -165,6 +230,7 @@ class KafkaWorker:
             if not ids:
                 raise KafkaError(f"no partitions for {kafka.topic(name)}")
             partitions += [TopicPartition(kafka.topic(name), p) for p in sorted(ids)]
+            self.assigned_topic_ids[kafka.topic(name)] = kafka.topic_id(consumer, kafka.topic(name))
         consumer.assign(partitions)
         if self.start_at == "latest":
             consumer.seek_to_end(*partitions)
@@ -205,7 +271,10 @@ class KafkaWorker:
 
     def _close_dead_letter_producer(self) -> None:
         if self._dead_letter_producer is not None:
-            self._dead_letter_producer.close(timeout=5)
+            try:
+                self._dead_letter_producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer
+                logger.debug("%s: dead-letter producer close failed", self.name)
             self._dead_letter_producer = None
 
     def _set_connected(self, connected: bool) -> None:

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a lost or saturated database answers 503, never 500.
+    "tredye.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -73,6 +75,23 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=3
 )
+# Connection pool. Under ASGI each request runs in a thread of its own, and a persistent
+# connection per thread (CONN_MAX_AGE) outlived its thread: a burst of requests left dozens of
+# idle connections until PostgreSQL refused new clients. Each process borrows from a pool of
+# its own instead (Django's psycopg pool): at most DATABASE_POOL_MAX_SIZE connections, handed
+# back at the end of each request (a worker's, between batches); a connection found broken
+# when handed out is replaced. A request that waits DATABASE_POOL_TIMEOUT seconds for one is
+# answered 503 (tredye.middleware). Prepared statements (tredye.db) stay with the pooled
+# connection. DATABASE_CONN_MAX_AGE applies only with DATABASE_POOL=false.
+DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
+DATABASE_POOL_OPTIONS = {
+    "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+    "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
+}
+if DATABASE_POOL:
+    DATABASES["default"]["OPTIONS"]["pool"] = DATABASE_POOL_OPTIONS
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -120,6 +139,7 @@ KAFKA_SASL_USERNAME = env("KAFKA_SASL_USERNAME", default="")
 KAFKA_SASL_PASSWORD = env("KAFKA_SASL_PASSWORD", default="")
 KAFKA_REQUEST_TIMEOUT_MS = env.int("KAFKA_REQUEST_TIMEOUT_MS", default=10000)
 KAFKA_FETCH_MAX_WAIT_MS = env.int("KAFKA_FETCH_MAX_WAIT_MS", default=10)
+KAFKA_METADATA_MAX_AGE_MS = env.int("KAFKA_METADATA_MAX_AGE_MS", default=5000)
 
 # Stream worker and WebSocket protocol.
 STREAM_FLUSH_INTERVAL_MS = env.int("STREAM_FLUSH_INTERVAL_MS", default=16)
@@ -128,6 +148,9 @@ WS_HEARTBEAT_INTERVAL_S = env.float("WS_HEARTBEAT_INTERVAL_S", default=5.0)
 WS_IDLE_TIMEOUT_S = env.float("WS_IDLE_TIMEOUT_S", default=30.0)
 WS_MAX_SUBSCRIPTIONS = env.int("WS_MAX_SUBSCRIPTIONS", default=200)
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16384)
+# While the live stream is unavailable (Redis away), pages poll the ticker snapshot endpoint
+# (prices the feed saves in PostgreSQL) this often.
+STREAM_FALLBACK_POLL_S = env.float("STREAM_FALLBACK_POLL_S", default=2.0)
 
 # Reference feed defaults (the command's flags override them).
 FEED_RATE = env.float("FEED_RATE", default=20.0)
@@ -138,6 +161,16 @@ MATCHER_BATCH_SIZE = env.int("MATCHER_BATCH_SIZE", default=1000)
 MATCHER_POLL_TIMEOUT_MS = env.int("MATCHER_POLL_TIMEOUT_MS", default=50)
 # How often the outbox relay looks for unsent rows when it found none last time.
 OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=5)
+# A command the broker acknowledged but the matcher has not applied after this many seconds is
+# sent again (the broker may have lost it); duplicates are harmless, the matcher skips them.
+OUTBOX_RESEND_AFTER_S = env.float("OUTBOX_RESEND_AFTER_S", default=15.0)
+# How often the relays compare the topics' ids with the ones their cursors were kept for.
+OUTBOX_IDENTITY_CHECK_S = env.float("OUTBOX_IDENTITY_CHECK_S", default=2.0)
+# Degraded states: orders waiting unapplied longer than this; a consumer with input and no
+# progress for longer than this; a worker silent for longer than this.
+ORDERS_QUEUED_AFTER_S = env.float("ORDERS_QUEUED_AFTER_S", default=5.0)
+CONSUMER_STALLED_AFTER_S = env.float("CONSUMER_STALLED_AFTER_S", default=10.0)
+WORKER_SILENT_AFTER_S = env.float("WORKER_SILENT_AFTER_S", default=15.0)
 # Market maker: levels per side, distance between levels and from the reference (bps),
 # size per level in lots, the most base inventory (in lots) it may be long or short of its
 # starting inventory, and how far (bps) the reference may move before it requotes.

@@ -74,6 +74,10 @@ class Command(BaseCommand):
             except (KafkaError, OSError, DatabaseError) as error:
                 delay = backoff.next_delay()
                 logger.warning("relay: %s; retrying in %.1fs", error, delay)
+                # New producers and a new tail read: the broker may be another one now.
+                orders.close()
+                events.close()
+                orders.recovered.clear()
                 if lanes is not None:
                     try:
                         lanes.close()
