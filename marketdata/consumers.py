@@ -8,6 +8,7 @@ at most one pending message per subscribed channel, never an unbounded queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,7 +16,10 @@ import time
 import redis.asyncio as aioredis
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from marketdata import selectors
@@ -28,6 +32,14 @@ CLOSE_IDLE = 4408
 BEHIND_AFTER_S = 0.05
 BEHIND_FLUSH_S = 0.1
 SYMBOLS_TTL_S = 10.0
+# While the channel layer's Redis is away, a socket tries to rejoin it this often; each try is
+# cut short after LAYER_TIMEOUT_S so an unanswering Redis cannot hold a socket.
+LAYER_RETRY_S = 1.0
+LAYER_TIMEOUT_S = 2.0
+# After the layer is back, keep re-reading the status this long: the stream worker rewrites
+# its status key within a second of Redis returning, and the page should go live at once.
+SETTLE_S = 5.0
+REDIS_ERRORS = (OSError, TimeoutError, aioredis.RedisError)
 _symbols_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
 
 
@@ -46,6 +58,7 @@ async def known_symbols() -> frozenset[str]:
     return symbols
 
 
+_layer_reachable = {"up": True}  # as this process last saw it; for logging once
 _fastest = {"offset": float("inf"), "seen": 0.0}
 
 
@@ -71,8 +84,58 @@ def forget_symbols() -> None:
     _symbols_cache = (0.0, frozenset())
 
 
+def layer_redis_url() -> str:
+    """The Redis URL of the default channel layer (CHANNEL_LAYER_REDIS_URL)."""
+    host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+    return host if isinstance(host, str) else host["address"]
+
+
+class _OncePerMinute(logging.Filter):
+    """Let one record of a repeating message through per minute.
+
+    channels-redis logs a traceback every second from each process while its Redis is away;
+    one a minute says the same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last.get(record.msg, -60.0) < 60.0:
+            return False
+        self.last[record.msg] = now
+        return True
+
+
+logging.getLogger("channels_redis.pubsub").addFilter(_OncePerMinute())
+
+
 class StreamConsumer(AsyncWebsocketConsumer):
-    """Subscribe, unsubscribe, ping/pong, batched frames, heartbeat and idle timeout."""
+    """Subscribe, unsubscribe, ping/pong, batched frames, heartbeat and idle timeout.
+
+    The socket outlives its channel layer: with Redis away it is accepted all the same, says
+    `{"op": "status", "live": "down", ...}` so the page can fall back to polling, and joins
+    the layer (a channel, then its groups again) as soon as Redis answers.
+    """
+
+    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
+        # AsyncConsumer.__call__ asks the layer for a channel before the socket is even
+        # accepted; with Redis away that raised and the socket died with 1011. Here the socket
+        # starts without a channel and `_join_layer` gets one when it can.
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name: str | None = None
+        self.has_channel = asyncio.Event()
+        self.layer_up = False
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+
+    async def _channel_receive(self) -> dict:
+        await self.has_channel.wait()
+        return await self.channel_layer.receive(self.channel_name)
 
     async def connect(self) -> None:
         self.subscriptions: set[str] = set()
@@ -84,8 +147,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.redis = aioredis.from_url(
             settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
         )
+        self.layer_redis = (
+            self.redis
+            if layer_redis_url() == settings.REDIS_URL
+            else aioredis.from_url(layer_redis_url(), socket_timeout=2, socket_connect_timeout=2)
+        )
+        self.rejoin_task: asyncio.Task | None = None
+        self.status: dict = {}
         await self.accept()
-        await self.channel_layer.group_add(STATUS_GROUP, self.channel_name)
+        await self._join_layer()
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
         await self._send_json(
             {
@@ -94,7 +164,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "idle_timeout_s": settings.WS_IDLE_TIMEOUT_S,
             }
         )
-        self.status: dict = {}
         await self._send_status(await self._current_status())
 
     async def dispatch(self, message: dict) -> None:
@@ -110,13 +179,79 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "heartbeat_task"):
             self.heartbeat_task.cancel()
+        if getattr(self, "rejoin_task", None) is not None:
+            self.rejoin_task.cancel()
         if getattr(self, "flush_handle", None) is not None:
             self.flush_handle.cancel()
-        for group in {group_name(channel) for channel in getattr(self, "subscriptions", ())}:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
+        if self.channel_name is not None:
+            try:
+                for group in self._groups():
+                    await self.channel_layer.group_discard(group, self.channel_name)
+            except REDIS_ERRORS:
+                pass  # Redis away: its subscriptions went with it
         if hasattr(self, "redis"):
             await self.redis.aclose()
+            if self.layer_redis is not self.redis:
+                await self.layer_redis.aclose()
+
+    # -- the channel layer ------------------------------------------------------------------
+    def _groups(self) -> set[str]:
+        channels = getattr(self, "subscriptions", ())
+        return {STATUS_GROUP} | {group_name(channel) for channel in channels}
+
+    async def _join_layer(self) -> bool:
+        """Get a channel if this socket has none, and (re)join every group it belongs to.
+
+        A Redis restart loses the subscriptions behind groups joined while it was away, so
+        joining again is how a socket comes back; joining a group twice costs nothing.
+        Returns False, and starts retrying every LAYER_RETRY_S, when Redis cannot be reached.
+        """
+        try:
+            async with asyncio.timeout(LAYER_TIMEOUT_S):
+                # Ask Redis first: a failed new_channel() leaves a queue behind in the layer.
+                await self.layer_redis.ping()
+                if self.channel_name is None:
+                    self.channel_name = await self.channel_layer.new_channel()
+                    self.has_channel.set()
+                for group in self._groups():
+                    await self.channel_layer.group_add(group, self.channel_name)
+        except REDIS_ERRORS as error:
+            self._layer_lost(error)
+            return False
+        self.layer_up = True
+        if not _layer_reachable["up"]:
+            _layer_reachable["up"] = True
+            logger.info("stream sockets: channel layer back; sockets rejoin their groups")
+        return True
+
+    def _layer_lost(self, error: BaseException | None = None) -> None:
+        self.layer_up = False
+        if _layer_reachable["up"]:
+            _layer_reachable["up"] = False  # one line per process, not one per socket
+            logger.warning(
+                "stream sockets: channel layer unreachable (%s); sockets stay open, say "
+                "live: down and retry every %.0f s",
+                error or "Redis unreachable",
+                LAYER_RETRY_S,
+            )
+        self._rejoin_later()
+
+    def _rejoin_later(self) -> None:
+        if self.rejoin_task is None or self.rejoin_task.done():
+            self.rejoin_task = asyncio.create_task(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Retry the layer until it answers, then re-read the status until it is all up."""
+        back_at = None
+        while True:
+            await asyncio.sleep(LAYER_RETRY_S)
+            if not self.layer_up and not await self._join_layer():
+                continue
+            back_at = back_at or time.monotonic()
+            status = await self._current_status()
+            await self._send_status(status)
+            if status.get("stream") == "up" or time.monotonic() - back_at > SETTLE_S:
+                return
 
     # -- client -> server -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -167,7 +302,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 )
                 continue
             self.subscriptions.add(channel)
-            await self.channel_layer.group_add(group_name(channel), self.channel_name)
+            await self._group_add(group_name(channel))
             accepted.append(channel)
         if accepted:
             await self._send_json({"op": "subscribed", "channels": accepted})
@@ -184,9 +319,24 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self.pending.pop(channel, None)
                 removed.append(channel)
                 group = group_name(channel)
-                if not any(group_name(other) == group for other in self.subscriptions):
-                    await self.channel_layer.group_discard(group, self.channel_name)
+                if self.channel_name is not None and not any(
+                    group_name(other) == group for other in self.subscriptions
+                ):
+                    # With Redis away nothing is delivered to the group anyway.
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await self.channel_layer.group_discard(group, self.channel_name)
         await self._send_json({"op": "unsubscribed", "channels": removed})
+
+    async def _group_add(self, group: str) -> None:
+        """Join a group now, or when the layer is back (`_join_layer` joins every group)."""
+        if not self.layer_up:
+            return
+        try:
+            async with asyncio.timeout(LAYER_TIMEOUT_S):
+                await self.channel_layer.group_add(group, self.channel_name)
+        except REDIS_ERRORS as error:
+            self._layer_lost(error)
+            await self._send_status(await self._current_status())
 
     async def _send_snapshots(self, channels: list[str]) -> None:
         """Start each new subscription with the latest message the stream worker kept."""
@@ -201,13 +351,21 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._flush_or_schedule()
 
     async def _current_status(self) -> dict:
+        """The platform status for the client; `live: down` when this socket has no channel
+        layer, so updates cannot reach it and the page should poll instead."""
         try:
             raw = await self.redis.get(selectors.status_key())
-        except (OSError, aioredis.RedisError):
-            return {"stream": "down", "redis": "down"}
-        if raw is None:
-            return {"stream": "down"}  # no stream worker has reported lately
-        return {"stream": "up", **json.loads(raw)}
+        except REDIS_ERRORS:
+            status = {"stream": "down", "redis": "down"}
+            if self.layer_redis is self.redis and self.layer_up:
+                self._layer_lost()  # the same Redis: the layer went with it
+        else:
+            # No status key: no stream worker has reported lately.
+            status = {"stream": "up", **json.loads(raw)} if raw is not None else {"stream": "down"}
+        return self._with_layer(status)
+
+    def _with_layer(self, status: dict) -> dict:
+        return status if self.layer_up else {**status, "live": "down"}
 
     # -- channel layer -> client ------------------------------------------------------------
     async def stream_batch(self, event: dict) -> None:
@@ -221,7 +379,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._flush_or_schedule(at_least=BEHIND_FLUSH_S if behind else 0.0)
 
     async def status_message(self, event: dict) -> None:
-        await self._send_status({"stream": "up", **event["status"]})
+        await self._send_status(self._with_layer({"stream": "up", **event["status"]}))
 
     async def _send_status(self, status: dict) -> None:
         """Tell the client how the platform is doing, when that differs from what it knows."""
@@ -261,8 +419,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_IDLE)
                 return
             await self._send_json({"op": "heartbeat", "ts": time.time_ns() // 1_000_000})
-            # A stream worker that stopped reporting has let its status expire: say so.
+            # A stream worker that stopped reporting has let its status expire, or Redis has
+            # gone: say so.
+            if self.layer_up and self.layer_redis is not self.redis:
+                await self._check_layer()
             await self._send_status(await self._current_status())
+
+    async def _check_layer(self) -> None:
+        """Notice a channel-layer Redis (apart from REDIS_URL) that has gone away."""
+        try:
+            async with asyncio.timeout(LAYER_TIMEOUT_S):
+                await self.layer_redis.ping()
+        except REDIS_ERRORS as error:
+            self._layer_lost(error)
 
     async def _error(self, code: str, detail: str, **extra: object) -> None:
         await self._send_json({"op": "error", "code": code, "detail": detail, **extra})

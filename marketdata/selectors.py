@@ -7,7 +7,7 @@ import json
 from django.conf import settings
 from django.utils import timezone
 
-from marketdata.feed import SimulatedInstrument, quantum, to_ticks
+from marketdata.feed import Quote, SimulatedInstrument, quantum, to_ticks
 from marketdata.models import PriceModel
 from trading.models import Instrument
 
@@ -70,4 +70,38 @@ def ticker_snapshots(redis_client) -> dict[str, dict]:  # noqa: ANN001 - redis.R
         channel = channel.decode() if isinstance(channel, bytes) else channel
         if channel.startswith("ticker."):
             snapshots[channel.removeprefix("ticker.")] = json.loads(message)["data"]
+    return snapshots
+
+
+def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
+    """Return symbol -> ticker data from the prices the feed last saved in PostgreSQL.
+
+    The fallback while Redis (and with it the live stream and its snapshot) is away: the feed
+    saves each symbol's last price and session open every couple of seconds. Bid and ask are
+    the price model's spread around the last price, as the simulator quotes them
+    (`feed.Simulator.step`); sizes are the model's typical size. Symbols the feed has not
+    priced yet are left out.
+    """
+    models = (
+        PriceModel.objects.select_related("instrument")
+        .exclude(instrument__status=Instrument.Status.CLOSED)
+        .exclude(last_price=None)
+        .order_by("instrument__symbol")
+    )
+    snapshots = {}
+    for model in models:
+        tick = quantum(model.instrument.tick_size)
+        price_ticks = to_ticks(model.last_price, tick)
+        half_spread = max(1, round(price_ticks * model.spread_bps / 20000))
+        size = model.typical_size.normalize()
+        quote = Quote(
+            symbol=model.instrument.symbol,
+            bid=(tick * max(1, price_ticks - half_spread)).quantize(tick),
+            ask=(tick * (price_ticks + half_spread)).quantize(tick),
+            last=(tick * price_ticks).quantize(tick),
+            bid_size=size,
+            ask_size=size,
+            open=(model.session_open or model.last_price).quantize(tick),
+        )
+        snapshots[quote.symbol] = quote.as_data()
     return snapshots

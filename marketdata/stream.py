@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 TICK_FIELDS = ("symbol", "bid", "ask", "last", "bid_size", "ask_size", "open", "change_pct")
 STATUS_EVERY_S = 1.0
 PROGRESS_EVERY_S = 10.0
+# While Redis is away, try to publish this often; the conflator keeps each channel's latest.
+REDIS_RETRY_S = 1.0
 
 
 class Conflator:
@@ -39,6 +41,11 @@ class Conflator:
     def drain(self) -> dict[str, dict]:
         pending, self._pending = self._pending, {}
         return pending
+
+    def restore(self, drained: dict[str, dict]) -> None:
+        """Put back what a failed flush drained, where nothing newer has arrived since."""
+        for channel, message in drained.items():
+            self._pending.setdefault(channel, message)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -92,6 +99,7 @@ class StreamWorker(KafkaWorker):
         self.flushes = 0
         self.published = 0
         self.redis_ok = True
+        self.redis_retry_at = 0.0
         self.progress_at = time.monotonic()
         self.progress_consumed = self.progress_flushes = self.progress_published = 0
 
@@ -105,7 +113,11 @@ class StreamWorker(KafkaWorker):
         self.last_tick_at = time.monotonic()
 
     def tick(self, now: float) -> None:
-        if self.conflator and now - self.last_flush >= self.flush_interval_s:
+        if (
+            self.conflator
+            and now - self.last_flush >= self.flush_interval_s
+            and now >= self.redis_retry_at
+        ):
             self.flush(now)
         if now - self.last_status_at >= STATUS_EVERY_S:
             self.report_status(now)
@@ -137,13 +149,21 @@ class StreamWorker(KafkaWorker):
         try:
             self.broadcaster.publish(messages)
         except (RedisError, OSError, TimeoutError) as error:
-            # Redis away: keep consuming; the next flush carries the newest prices anyway.
+            # Redis away: keep consuming and conflating; retry in a while with each channel's
+            # newest message, so a Redis that returns empty gets every snapshot back.
+            self.conflator.restore(messages)
+            self.redis_retry_at = now + REDIS_RETRY_S
             if self.redis_ok:
-                logger.warning("stream: channel layer unavailable (%s); still consuming", error)
+                logger.warning(
+                    "stream: channel layer unavailable (%s); still consuming, conflating and "
+                    "retrying every %.0f s",
+                    error,
+                    REDIS_RETRY_S,
+                )
             self.redis_ok = False
             return
         if not self.redis_ok:
-            logger.info("stream: channel layer back")
+            logger.info("stream: channel layer back; publishing again")
         self.redis_ok = True
         self.flushes += 1
         self.published += len(messages)

@@ -1,9 +1,14 @@
 import logging
+import time
 
 import redis
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from marketdata import selectors
 
@@ -23,4 +28,34 @@ def watchlist(request: HttpRequest) -> HttpResponse:
         logger.warning("watchlist: no snapshot cache; rendering empty rows")
         snapshots = {}
     rows = [{"instrument": i, "tick": snapshots.get(i.symbol, {})} for i in instruments]
-    return render(request, "marketdata/watchlist.html", {"rows": rows})
+    return render(
+        request,
+        "marketdata/watchlist.html",
+        {
+            "rows": rows,
+            "snapshot_url": reverse("marketdata:tickers"),
+            "poll_ms": round(settings.STREAM_FALLBACK_POLL_S * 1000),
+        },
+    )
+
+
+@require_GET
+@never_cache
+def tickers(request: HttpRequest) -> JsonResponse:
+    """Every active instrument's latest prices from PostgreSQL, without Redis.
+
+    What the page polls while the live stream is unavailable. Items have the shape of the
+    stream's batch items: `{"ch": "ticker.AAPL", "ts": ..., "data": {...}}`.
+    """
+    try:
+        snapshots = selectors.ticker_snapshots_saved()
+    except DatabaseError:
+        logger.warning("tickers: database unavailable", exc_info=True)
+        return JsonResponse(
+            {"error": {"code": "unavailable", "detail": "prices are unavailable"}}, status=503
+        )
+    now_ms = time.time_ns() // 1_000_000
+    messages = [
+        {"ch": f"ticker.{symbol}", "ts": now_ms, "data": data} for symbol, data in snapshots.items()
+    ]
+    return JsonResponse({"messages": messages, "source": "database"})

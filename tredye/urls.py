@@ -11,4 +11,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("trading/", include("trading.urls")),
+    path("marketdata/", include("marketdata.urls")),
 ]

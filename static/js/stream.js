@@ -3,12 +3,24 @@
 // Protocol (ARCHITECTURE.md §6): the server sends {"batch": [{ch, seq, ts, data}, ...]} frames,
 // {"op": "heartbeat"} every few seconds (we answer so the server knows we are alive),
 // {"op": "status", ...} when a part of the platform is degraded, and {"op": "error", ...}.
+//
+// While a status says the live stream cannot reach this socket ("live": "down", or
+// "redis": "down"), the client polls `fallback.url` (a JSON snapshot of {ch, ts, data} items,
+// served without Redis) every `fallback.intervalMs` and feeds it through the same path as
+// stream frames; its state is then "polling". A status without them stops the polling.
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 
 export class StreamClient {
-  constructor({ path = "/ws/stream/", onMessages, onState, onStatus, staleAfterMs = 5000 }) {
+  constructor({
+    path = "/ws/stream/",
+    onMessages,
+    onState,
+    onStatus,
+    staleAfterMs = 5000,
+    fallback = null,
+  }) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
     this.onMessages = onMessages;
     this.onState = onState || (() => {});
@@ -23,6 +35,11 @@ export class StreamClient {
     this.state = null;
     this.socket = null;
     this.reconnectTimer = null;
+    this.fallback = fallback; // {url, intervalMs}, or null for no polling
+    this.polling = false;
+    this.pollRound = 0; // a new round per start, so a stopped round's answer is dropped
+    this.pollTimer = null;
+    this.polled = new Map(); // channel -> its data as last polled, to pass on changes only
     this.watchdog = setInterval(() => this.checkLiveness(), 1000);
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.resync();
@@ -64,7 +81,7 @@ export class StreamClient {
     socket.onopen = () => {
       this.attempt = 0;
       this.lastHeard = performance.now();
-      this.setState("live");
+      this.setState(this.connectedState());
       if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
     };
     socket.onmessage = (event) => this.receive(event.data);
@@ -107,7 +124,7 @@ export class StreamClient {
 
   receive(text) {
     this.lastHeard = performance.now();
-    if (this.state === "stale") this.setState("live");
+    if (this.state === "stale") this.setState(this.connectedState());
     let message;
     try {
       message = JSON.parse(text);
@@ -128,6 +145,8 @@ export class StreamClient {
         this.send({ op: "heartbeat" });
         break;
       case "status":
+        if (message.live === "down" || message.redis === "down") this.startPolling();
+        else this.stopPolling();
         this.onStatus(message);
         break;
       case "error":
@@ -135,6 +154,57 @@ export class StreamClient {
         break;
       default:
         break;
+    }
+  }
+
+  connectedState() {
+    return this.polling ? "polling" : "live";
+  }
+
+  socketOpen() {
+    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+  }
+
+  startPolling() {
+    if (!this.fallback || this.polling) return;
+    this.polling = true;
+    this.pollRound += 1;
+    if (this.socketOpen()) this.setState("polling");
+    this.poll(this.pollRound);
+  }
+
+  stopPolling() {
+    if (!this.polling) return;
+    this.polling = false;
+    clearTimeout(this.pollTimer);
+    this.polled.clear();
+    if (this.socketOpen()) this.setState("live");
+  }
+
+  async poll(round) {
+    try {
+      const response = await fetch(this.fallback.url, {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+      });
+      if (response.ok) {
+        const { messages } = await response.json();
+        if (round !== this.pollRound || !this.polling) return; // live again meanwhile
+        for (const item of messages) {
+          if (!this.channels.has(item.ch)) continue;
+          const text = JSON.stringify(item.data);
+          // Unchanged since the last poll: not an update, so the row may go stale.
+          if (this.polled.get(item.ch) === text) continue;
+          this.polled.set(item.ch, text);
+          this.pending.set(item.ch, item);
+        }
+        if (this.pending.size) this.requestFrame();
+      }
+    } catch {
+      // The server is away too: the socket's reconnecting state already says so.
+    }
+    if (round === this.pollRound && this.polling) {
+      this.pollTimer = setTimeout(() => this.poll(round), this.fallback.intervalMs);
     }
   }
 

@@ -5,6 +5,7 @@ const table = document.getElementById("watchlist");
 const indicator = document.getElementById("connection");
 const platformStatus = document.getElementById("platform-status");
 const staleAfterMs = Number(document.body.dataset.staleAfter || 5) * 1000;
+const pollMs = Number(table.dataset.pollMs || 2000);
 const rows = new Map(
   [...table.querySelectorAll("tbody tr[data-symbol]")].map((row) => [row.dataset.symbol, row]),
 );
@@ -49,10 +50,14 @@ function showState(state) {
 
 function showStatus(status) {
   const problems = [];
-  if (status.stream === "down") problems.push("price stream offline");
+  if (status.live === "down" || status.redis === "down") {
+    // What the stream worker reports cannot be read then: say only how prices arrive now.
+    problems.push(`Live stream unavailable — prices refresh every ${pollMs / 1000} s`);
+  } else if (status.stream === "down") {
+    problems.push("price stream offline");
+  }
   if (status.kafka === "down") problems.push("event bus unreachable");
   else if (status.feed === "stale") problems.push("prices stale");
-  if (status.redis === "down") problems.push("live updates degraded");
   platformStatus.hidden = problems.length === 0;
   platformStatus.textContent = problems.join(" · ");
   document.body.classList.toggle("degraded", problems.length > 0);
@@ -70,6 +75,7 @@ const client = new StreamClient({
   onState: showState,
   onStatus: showStatus,
   staleAfterMs,
+  fallback: table.dataset.snapshotUrl ? { url: table.dataset.snapshotUrl, intervalMs: pollMs } : null,
 });
 client.start();
 client.subscribe([...rows.keys()].map((symbol) => `ticker.${symbol}`));
