@@ -18,3 +18,11 @@ DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}
 # and the test database can be dropped at the end. A test's child process that must keep its
 # connection, as a deployed worker does, sets TEST_CONN_MAX_AGE.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("TEST_CONN_MAX_AGE", default=0)  # noqa: F405
+# The test process itself connects without the pool (a test's transaction must stay on one
+# connection, and the test database is dropped at the end); a child process under test that
+# should run as deployed sets DATABASE_POOL=true (then TEST_CONN_MAX_AGE does not apply).
+DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+else:
+    DATABASES["default"]["OPTIONS"].pop("pool", None)  # noqa: F405
