@@ -29,7 +29,7 @@ from trading.selectors import order_open_list, position_quantity
 from trading.services import cancel_all, order_cancel, order_place, order_replace
 from tredye import kafka
 from tredye.kafka import Envelope, EnvelopeError
-from tredye.workers import KafkaWorker
+from tredye.workers import Backoff, KafkaWorker
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,9 @@ class MarketMaker:
         self.run_id = f"mm{int(time.time() * 1000):x}"
         self.numbers = count(1)
         self.placed = self.replaced = self.canceled = self.refused = 0
+        # While PostgreSQL is away the maker skips its checks until `paused_until`, backing off.
+        self.backoff = Backoff()
+        self.paused_until = 0.0
 
     def instrument(self, symbol: str) -> Instrument | None:
         if self.symbols is not None and symbol not in self.symbols:
@@ -174,7 +177,13 @@ class MarketMaker:
 
     def on_reference(self, symbol: str, price: Decimal, now: float) -> None:
         """Take a new reference price and requote if it moved far enough."""
-        if self.instrument(symbol) is None:
+        if now < self.paused_until:
+            return
+        try:
+            if self.instrument(symbol) is None:
+                return
+        except DatabaseError as error:
+            self._database_failed(symbol, error)
             return
         if symbol not in self.references:
             logger.info("market maker: quoting %s around %s", symbol, price)
@@ -193,12 +202,29 @@ class MarketMaker:
                 self.reconcile_safely(symbol, now)
 
     def reconcile_safely(self, symbol: str, now: float) -> None:
+        if now < self.paused_until:
+            return
         self.checked_at[symbol] = now
         try:
             self.reconcile(symbol)
         except DatabaseError as error:
-            logger.warning("market maker: %s not requoted: database error %s", symbol, error)
-            close_old_connections()
+            self._database_failed(symbol, error)
+        else:
+            if self.backoff.attempt:
+                logger.info("market maker: database back; quoting again")
+                self.backoff.reset()
+
+    def _database_failed(self, symbol: str, error: DatabaseError) -> None:
+        """A lost connection or a database away: log, drop the connection, back off."""
+        delay = self.backoff.next_delay()
+        self.paused_until = time.monotonic() + delay
+        logger.warning(
+            "market maker: %s not requoted: database error (%s); retrying in %.1fs",
+            symbol,
+            str(error).strip(),
+            delay,
+        )
+        close_old_connections()  # a broken connection is replaced at the next use
 
     def reconcile(self, symbol: str) -> None:
         """Replace, place and cancel this account's orders so the book shows the plan."""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, close_old_connections
 
 from marketdata import selectors, services
 from marketdata.feed import FeedError, Quote, Simulator, read_replay, replay_schedule
-from tredye.workers import StopFlag
+from tredye.workers import Backoff, StopFlag
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROGRESS_EVERY_S = 10.0
 SAVE_EVERY_S = 2.0
@@ -65,6 +72,11 @@ class Command(BaseCommand):
         stop = StopFlag()
         signal.signal(signal.SIGTERM, stop.set)
         signal.signal(signal.SIGINT, stop.set)
+        # PostgreSQL holds the instruments and the last prices; the ticks themselves only go to
+        # Kafka. A database that is away delays the start and the saving of prices, never the
+        # feed: it backs off and carries on (a process that exits stops the whole local venue).
+        self.backoff = Backoff()
+        self.save_after = 0.0
         try:
             if options["replay"]:
                 quotes = self._replayed(options, stop)
@@ -74,6 +86,8 @@ class Command(BaseCommand):
                 mode = f"simulating at {rate:g} ticks/s (seed {options['seed']})"
         except FeedError as error:
             raise CommandError(str(error)) from error
+        if quotes is None:
+            return  # stopped while waiting for the database
         publisher = services.TickPublisher()
         self.stdout.write(f"feed: {mode} -> {publisher.topic}")
         try:
@@ -81,8 +95,32 @@ class Command(BaseCommand):
         finally:
             publisher.close()
 
+    def _until_read(self, read: Callable[[], T], stop: StopFlag, what: str) -> T | None:
+        """`read()`, retried with backoff while the database is unavailable; None if stopped."""
+        while not stop.is_set():
+            try:
+                found = read()
+            except DatabaseError as error:
+                delay = self.backoff.next_delay()
+                logger.warning(
+                    "feed: database error reading %s (%s); retrying in %.1fs",
+                    what,
+                    str(error).strip(),
+                    delay,
+                )
+                close_old_connections()
+                stop.wait(delay)
+            else:
+                self.backoff.reset()
+                return found
+        return None
+
     def _simulated(self, options: dict, rate: float, stop: StopFlag):
-        states = selectors.simulation_states(symbols=options["symbols"])
+        states = self._until_read(
+            lambda: selectors.simulation_states(symbols=options["symbols"]), stop, "instruments"
+        )
+        if states is None:
+            return None
         if options["symbols"]:
             unknown = set(options["symbols"]) - {s.symbol for s in states}
             if unknown:
@@ -104,7 +142,9 @@ class Command(BaseCommand):
         return generate()
 
     def _replayed(self, options: dict, stop: StopFlag):
-        known = selectors.active_symbols()
+        known = self._until_read(selectors.active_symbols, stop, "instruments")
+        if known is None:
+            return None
         if options["symbols"]:
             known &= set(options["symbols"])
         ticks = read_replay(options["replay"], known_symbols=known)
@@ -154,5 +194,21 @@ class Command(BaseCommand):
         )
 
     def _save(self, latest: dict[str, Quote]) -> None:
-        if latest:
+        """Remember the last prices; while the database is away, skip with backoff."""
+        if not latest or time.monotonic() < self.save_after:
+            return
+        try:
             services.price_models_save(prices={s: (q.last, q.open) for s, q in latest.items()})
+        except DatabaseError as error:
+            delay = self.backoff.next_delay()
+            self.save_after = time.monotonic() + delay
+            logger.warning(
+                "feed: prices not saved: database error (%s); ticks go on, next try in %.1fs",
+                str(error).strip(),
+                delay,
+            )
+            close_old_connections()  # a broken connection is replaced at the next use
+            return
+        if self.backoff.attempt:
+            logger.info("feed: database back, prices saved again")
+            self.backoff.reset()

@@ -1,11 +1,18 @@
 """Run the market maker: quote every instrument around its reference price (trading/maker.py)."""
 
+import logging
+import time
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, close_old_connections
 
 from accounts.services import account_open
 from trading.maker import MakerConfig, MarketMaker, MarketMakerWorker
+from tredye.workers import Backoff
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -25,11 +32,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         username = options["username"] or settings.MARKET_MAKER_USERNAME
-        user = get_user_model().objects.filter(username=username).first()
-        if user is None:
-            raise CommandError(f"no user {username!r}: run manage.py seed_demo first")
+        account = self._account(username)
         maker = MarketMaker(
-            account=account_open(user=user),
+            account=account,
             config=MakerConfig.from_settings(),
             symbols=options["symbols"],  # type: ignore[arg-type]
         )
@@ -37,3 +42,23 @@ class Command(BaseCommand):
         worker.install_signal_handlers()
         self.stdout.write(f"market maker: quoting as {username} (account #{maker.account.pk})")
         worker.run()
+
+    def _account(self, username: str):  # noqa: ANN202
+        """The bot's account; waits with backoff while the database is unavailable (SIGTERM
+        still stops it: the worker's handlers are not installed yet)."""
+        backoff = Backoff()
+        while True:
+            try:
+                user = get_user_model().objects.filter(username=username).first()
+                if user is None:
+                    raise CommandError(f"no user {username!r}: run manage.py seed_demo first")
+                return account_open(user=user)
+            except DatabaseError as error:
+                delay = backoff.next_delay()
+                logger.warning(
+                    "market maker: database error at start (%s); retrying in %.1fs",
+                    str(error).strip(),
+                    delay,
+                )
+                close_old_connections()
+                time.sleep(delay)
