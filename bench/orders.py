@@ -276,6 +276,9 @@ def run(
     )
     context = multiprocessing.get_context("fork")
     connections.close_all()
+    # A forked trader must not inherit the pool's connections (their sockets stay the
+    # parent's) nor its threads (they do not survive a fork): each trader opens its own.
+    connection.close_pool()
     outputs = [workdir / f"trader{index}.txt" for index in range(args.traders)]
     started = time.time()
     traders = [
