@@ -61,3 +61,14 @@ start_broker() { # port logfile
   wait_for_port 127.0.0.1 "$1" 20 "Kafka broker (Tansu)" || { kill "$pid" 2>/dev/null; return 1; }
   echo "$pid"
 }
+
+# `make run`'s broker: the same, run by tredye/devbroker.py, which replaces it with an empty one
+# when a partition grows too long for it to serve quickly; prints its pid. Its log lines (a
+# roll is one) go to the terminal.
+start_rolling_broker() { # port logfile
+  chmod +x "$(tansu_bin)" 2>/dev/null || true
+  setsid "$VENV/bin/python" -m tredye.devbroker --port "$1" --log "$2" &
+  local pid=$!
+  wait_for_port 127.0.0.1 "$1" 20 "Kafka broker (Tansu)" || { kill "$pid" 2>/dev/null; return 1; }
+  echo "$pid"
+}

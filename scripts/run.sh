@@ -21,7 +21,7 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
     say "using the Kafka broker already listening on 127.0.0.1:$KAFKA_PORT"
   else
     say "starting the local Kafka-protocol broker (Tansu) on 127.0.0.1:$KAFKA_PORT"
-    BROKER_PID="$(start_broker "$KAFKA_PORT" var/kafka-broker.log)"
+    BROKER_PID="$(start_rolling_broker "$KAFKA_PORT" var/kafka-broker.log)"
   fi
 else
   say "using Kafka at $KAFKA_BOOTSTRAP_SERVERS"

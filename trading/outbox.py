@@ -105,8 +105,8 @@ def outbox_ids_on_topics(
     *,
     cursors: dict[str, dict[int, int]],
     cursor_ids: dict[str, str] | None = None,
-    idle_ms: int = 300,
-    max_s: float = 60.0,
+    idle_ms: int = 1200,
+    max_s: float = 120.0,
 ) -> TopicScan:
     """Read each partition of the given physical topics from its cursor to the end, and
     collect the outbox ids found there. The end is where nothing more arrives for `idle_ms`
@@ -116,7 +116,12 @@ def outbox_ids_on_topics(
     another topic (the broker came back empty, or it was created again): it is read from the
     start and reported in `replaced`. A cursor kept before ids were ("") counts as another
     topic once: the scan from the start finds what is there, so nothing is sent twice."""
-    consumer = kafka.consumer(auto_offset_reset="earliest", max_poll_records=5000)
+    # A long wait: the local broker answers a fetch at the end of a long partition only after
+    # scanning it, and answers empty if that takes longer than the wait; an empty answer here
+    # would be taken for the end of the topic, and rows on it sent twice.
+    consumer = kafka.consumer(
+        auto_offset_reset="earliest", max_poll_records=5000, fetch_max_wait_ms=500
+    )
     scan = TopicScan()
     found, last = scan.found, scan.last
     try:

@@ -25,6 +25,8 @@ from tredye import kafka, status
 from tredye.kafka import EnvelopeError
 
 logger = logging.getLogger(__name__)
+# The longest a worker lets a fetch wait when fetches come back empty (see _adapt_fetch_wait).
+FETCH_WAIT_CAP_MS = 1000
 
 
 class StopFlag:
@@ -215,6 +217,7 @@ class KafkaWorker:
         self.lag = lag if known else None
         if not lag:
             self.last_progress = now
+        self._adapt_fetch_wait(consumer, lag, now - self.last_progress)
         status.worker_report(
             self.name,
             lag=self.lag,
@@ -222,6 +225,29 @@ class KafkaWorker:
             connected=self.connected,
             consumed=self.consumed,
         )
+
+    def _adapt_fetch_wait(self, consumer: KafkaConsumer, lag: int, idle_s: float) -> None:
+        """Wait longer for fetches while they come back empty although records wait.
+
+        The local broker answers a fetch only after scanning the partition's batches, and
+        answers empty when that takes longer than the fetch's wait: past ~15,000 batches the
+        small wait we use (latency, since it never wakes a waiting fetch) starves the consumer
+        for good. A longer wait lets it read on (slower) until `make run`'s broker is rolled.
+        The wait is never lowered again: a partition only grows (a new topic after a roll gets
+        a new consumer, with the configured wait). Apache Kafka never gets here: its fetches
+        return as soon as records are there.
+        """
+        config = consumer._fetcher.config  # noqa: SLF001 - kafka-python reads it per fetch
+        wait = config["fetch_max_wait_ms"]
+        if lag and idle_s >= 1.0 and wait < FETCH_WAIT_CAP_MS:
+            config["fetch_max_wait_ms"] = min(FETCH_WAIT_CAP_MS, wait * 4)
+            logger.warning(
+                "%s: fetches come back empty with %d records to read; fetch wait %d -> %d ms",
+                self.name,
+                lag,
+                wait,
+                config["fetch_max_wait_ms"],
+            )
 
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
         partitions = []
