@@ -68,10 +68,9 @@ def start_daphne(start_test_process, name: str, env: dict[str, str]) -> tuple[st
         sys.executable,
         "-m",
         "daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
+        # Room for a burst of connections in the listen queue (Twisted's default is 50).
+        "-e",
+        f"tcp:port={port}:interface=127.0.0.1:backlog=512",
         "tredye.asgi:application",
         env={"PGAPPNAME": name} | env,
     )
@@ -169,6 +168,8 @@ def test_a_burst_of_orders_is_answered_with_bounded_connections(start_test_proce
                 peak["all"] = max(peak["all"], every)
                 time.sleep(0.01)
 
+    # Other clients of the test database: this test's connection, a session's daphne, ...
+    others = backends() - backends("burst-web")
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = threading.Barrier(300)
@@ -190,8 +191,8 @@ def test_a_burst_of_orders_is_answered_with_bounded_connections(start_test_proce
     assert sorted(set(statuses)) == [201], {s: statuses.count(s) for s in set(statuses)}
     assert Order.objects.filter(account=account).count() == 300
     assert peak["web"] <= POOL_MAX, peak
-    # the test's own connection and the sampler's are the only other clients of the database
-    assert peak["all"] <= POOL_MAX + 1, peak
+    # and the database saw no more than that plus the clients it had before (and the sampler)
+    assert peak["all"] <= POOL_MAX + others + 1, (peak, others)
     assert backends("burst-web") <= POOL_MAX
     assert daphne.popen.poll() is None
 
