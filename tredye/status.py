@@ -93,6 +93,14 @@ def worker_report(
             _warned = True
 
 
+def worker_forget(name: str) -> None:
+    """Remove a worker's report when it stops cleanly (a crashed one goes silent instead)."""
+    try:
+        _redis().delete(_key(name))
+    except (redis.RedisError, OSError):
+        logger.debug("status: cannot remove the report of %s", name)
+
+
 def worker_reports() -> dict[str, dict]:
     """Every worker's last report, by name (empty when Redis cannot be read)."""
     try:

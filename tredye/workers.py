@@ -142,6 +142,7 @@ class KafkaWorker:
                 )
                 self.stop_event.wait(delay)
         self._close_dead_letter_producer()
+        status.worker_forget(self.name)
         logger.info(
             "%s stopped after %d records (%d dead-lettered)",
             self.name,
