@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--traders", type=int, default=4, help="threads")
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--roll-after-batches", type=int, default=10_000)
+    parser.add_argument("--idle-only", action="store_true", help="measure the venue at rest only")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     processes: dict[str, subprocess.Popen] = {}
@@ -326,6 +327,10 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
     log(f"measuring the venue at rest for {args.idle_seconds:.0f} s")
     time.sleep(args.idle_seconds)
     print_cpu("at rest", usage(before, meter.sample(), args.idle_seconds))
+    applied = applied_commands()
+    log(f"order commands applied so far (the market maker's): {applied:,}")
+    if args.idle_only:
+        return
 
     # Traders: funded accounts trading the stocks against the market maker and each other.
     usd = Asset.objects.get(code="USD")

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 LANE_LOCK_NAMESPACE = zlib.crc32(b"tredye.trading.outbox-lane") - 2**31
 OUTBOX_ID_HEADER = "outbox_id"
+# Notified when a command is committed (the trigger of migration 0006).
+NOTIFY_CHANNEL = "trading_outbox_orders"
 
 
 def database_dsn() -> str:
@@ -78,6 +80,15 @@ class Lanes:
         if got:
             self.held.add(topic)
         return got
+
+    def listen(self) -> None:
+        """Be woken by committed commands (the outbox trigger, migration 0006)."""
+        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until a command is committed or `timeout_s` passes; return whether woken.
+        Notifications that came meanwhile are taken together."""
+        return bool(list(self.conn.notifies(timeout=timeout_s, stop_after=1)))
 
     def release(self, topic: str) -> None:
         if topic in self.held:

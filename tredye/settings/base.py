@@ -180,9 +180,9 @@ MARKET_MAKER_SPREAD_BPS = env.int("MARKET_MAKER_SPREAD_BPS", default=10)
 MARKET_MAKER_STEP_BPS = env.int("MARKET_MAKER_STEP_BPS", default=5)
 MARKET_MAKER_LEVEL_LOTS = env.int("MARKET_MAKER_LEVEL_LOTS", default=10)
 MARKET_MAKER_MAX_INVENTORY_LOTS = env.int("MARKET_MAKER_MAX_INVENTORY_LOTS", default=200)
-MARKET_MAKER_REQUOTE_BPS = env.int("MARKET_MAKER_REQUOTE_BPS", default=5)
+MARKET_MAKER_REQUOTE_BPS = env.int("MARKET_MAKER_REQUOTE_BPS", default=10)
 # How often (ms) it re-checks a symbol whose price has not moved: refills levels that traded.
-MARKET_MAKER_REFRESH_MS = env.int("MARKET_MAKER_REFRESH_MS", default=1000)
+MARKET_MAKER_REFRESH_MS = env.int("MARKET_MAKER_REFRESH_MS", default=2000)
 
 # Celery: Redis broker, results off (tasks record their own outcome in PostgreSQL).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/1")

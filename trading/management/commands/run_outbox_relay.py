@@ -21,6 +21,7 @@ ORPHAN_CHECK_EVERY_S = 1.0
 ORPHAN_AFTER_S = 3.0
 CONNECTION_CHECK_EVERY_S = 1.0
 RELAY_BATCH = 5000
+IDLE_WAIT_S = 1.0
 
 
 class Command(BaseCommand):
@@ -45,6 +46,7 @@ class Command(BaseCommand):
                     kafka.ensure_topics()
                     lanes = Lanes()
                     lanes.acquire(kafka.ORDERS, wait=True)
+                    lanes.listen()
                     orders.recovered.clear()
                     logger.info("relay: started")
                 sent = orders.drain(limit=RELAY_BATCH)
@@ -68,9 +70,14 @@ class Command(BaseCommand):
                     close_old_connections()
                 # Wait even after sending: the next drain then takes every row committed
                 # meanwhile in one produce, one flush and one UPDATE (a full batch, i.e. a
-                # backlog, goes on at once).
-                if sent < RELAY_BATCH:
+                # backlog, goes on at once). With nothing sent, sleep until a command is
+                # committed (NOTIFY), and at least once a second for the checks above.
+                if sent >= RELAY_BATCH:
+                    continue
+                if sent:
                     stop.wait(interval)
+                else:
+                    lanes.wait(IDLE_WAIT_S)
             except (KafkaError, OSError, DatabaseError) as error:
                 delay = backoff.next_delay()
                 logger.warning("relay: %s; retrying in %.1fs", error, delay)
