@@ -10,11 +10,13 @@ import logging
 import time
 from decimal import Decimal, InvalidOperation
 
+from django.db import close_old_connections
 from redis.exceptions import RedisError
 
 from marketdata.broadcast import Broadcaster
 from tredye import kafka
 from tredye.kafka import Envelope, EnvelopeError
+from tredye.status import platform_status
 from tredye.workers import KafkaWorker
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 TICK_FIELDS = ("symbol", "bid", "ask", "last", "bid_size", "ask_size", "open", "change_pct")
 STATUS_EVERY_S = 1.0
 PROGRESS_EVERY_S = 10.0
+DATABASE_DOWN = {"part": "database", "state": "down", "message": "The database is unreachable."}
 # While Redis is away, try to publish this often; the conflator keeps each channel's latest.
 REDIS_RETRY_S = 1.0
 
@@ -177,6 +180,7 @@ class StreamWorker(KafkaWorker):
         status = {
             "kafka": "up" if self.connected else "down",
             "feed": "live" if (self.connected and fresh) else "stale",
+            "degraded": self._degraded(),
         }
         self.last_status_at = now
         try:
@@ -186,6 +190,19 @@ class StreamWorker(KafkaWorker):
         if status != self.status:
             logger.info("stream: status %s", status)
             self.status = status
+
+    def _degraded(self) -> list[dict]:
+        """The platform's degraded parts, as the page shows them (without their changing age,
+        so an unchanged state is not sent again every second)."""
+        try:
+            parts = platform_status()["degraded"]
+        except Exception:  # noqa: BLE001 - the database may be away: say that instead
+            logger.debug("stream: platform status unavailable", exc_info=True)
+            close_old_connections()
+            return [
+                {"part": "database", "state": "down", "message": "The database is unreachable."}
+            ]
+        return [{key: part[key] for key in ("part", "state", "message")} for part in parts]
 
     def run(self) -> None:
         try:

@@ -48,3 +48,36 @@ def test_the_page_says_reconnecting_when_the_server_goes_away(
     page.locator('#connection[data-state="reconnecting"]').wait_for(timeout=2000)
     # and the client reconnects by itself with backoff
     page.locator('#connection[data-state="live"]').wait_for(timeout=10000)
+
+
+def test_the_page_says_orders_are_queued_when_the_matcher_does_not_keep_up(
+    make_instrument, asgi_server, stream_process, browser_page
+):
+    import datetime
+
+    from django.utils import timezone
+
+    from trading.models import Outbox
+    from tredye import kafka
+
+    # given a command accepted 30 s ago that no matcher has applied
+    make_instrument("AAPL")
+    stuck = Outbox.objects.create(
+        topic=kafka.ORDERS,
+        key="AAPL",
+        type="order.place",
+        seq=0,
+        ts=0,
+        data={"order_id": 1},
+        created_at=timezone.now() - datetime.timedelta(seconds=30),
+    )
+    page = browser_page
+    # when a trader opens the page, then it says so in words
+    page.goto(asgi_server + "/")
+    banner = page.locator("#platform-status")
+    expect(banner).to_contain_text(
+        "Orders are queued: the matching service is not keeping up.", timeout=10000
+    )
+    # and once the command is applied it stops saying so (prices stay stale: no feed here)
+    Outbox.objects.filter(pk=stuck.pk).update(applied_at=timezone.now())
+    expect(banner).not_to_contain_text("Orders are queued", timeout=10000)

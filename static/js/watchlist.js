@@ -58,6 +58,8 @@ function showStatus(status) {
   }
   if (status.kafka === "down") problems.push("event bus unreachable");
   else if (status.feed === "stale") problems.push("prices stale");
+  // Parts the platform reports degraded, in its own words ("Orders are queued: …").
+  for (const part of status.degraded || []) problems.push(part.message);
   platformStatus.hidden = problems.length === 0;
   platformStatus.textContent = problems.join(" · ");
   document.body.classList.toggle("degraded", problems.length > 0);
