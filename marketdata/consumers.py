@@ -1,4 +1,4 @@
-"""`/ws/stream/`: the WebSocket protocol of ARCHITECTURE.md §6.
+"""`/ws/stream/`: the WebSocket protocol of docs/architecture.md §6.
 
 One socket per tab. Messages from the channel layer are conflated per channel (latest wins)
 and sent as `{"batch": [...]}` frames at most once per flush interval, so a slow client holds

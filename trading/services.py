@@ -3,7 +3,7 @@
 The order services never touch the book: each validates, holds the funds, writes the order
 and an outbox row in one durable transaction. The relay produces the outbox to the `orders`
 topic after commit, and the matcher (trading/matcher.py) applies the command. See
-ARCHITECTURE.md §4 and docs/decisions/0004-order-path-exactly-once.md.
+docs/architecture.md §4 and docs/decisions/0004-order-path-exactly-once.md.
 """
 
 from __future__ import annotations

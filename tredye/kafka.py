@@ -59,7 +59,7 @@ def now_ms() -> int:
 
 
 def encode(*, type: str, key: str, seq: int, data: dict[str, Any], ts: int | None = None) -> bytes:  # noqa: A002
-    """Encode one message in the envelope of ARCHITECTURE.md §3."""
+    """Encode one message in the envelope of docs/architecture.md §3."""
     envelope = {
         "type": type,
         "v": ENVELOPE_VERSION,

@@ -1,6 +1,6 @@
 // The one WebSocket of a tab: subscriptions, heartbeats, reconnects, frame-batched updates.
 //
-// Protocol (ARCHITECTURE.md §6): the server sends {"batch": [{ch, seq, ts, data}, ...]} frames,
+// Protocol (docs/architecture.md §6): the server sends {"batch": [{ch, seq, ts, data}, ...]} frames,
 // {"op": "heartbeat"} every few seconds (we answer so the server knows we are alive),
 // {"op": "status", ...} when a part of the platform is degraded, and {"op": "error", ...}.
 //
