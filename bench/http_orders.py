@@ -21,47 +21,31 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
-# Measure what production runs: DEBUG wraps every cursor and keeps every query in memory.
-os.environ.setdefault("DJANGO_DEBUG", "false")
 # This process only sets up the scratch database; the web process under test has its pool.
 os.environ["DATABASE_POOL"] = "false"
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
+from benchlib import (  # noqa: E402 - sets Django up
+    ROOT,
+    bench_market,
+    daphne_command,
+    database_url,
+    log,
+    percentile,
+)
 from django.db import connection, connections  # noqa: E402
 
 from tredye.devbroker import free_port  # noqa: E402
 
 D = Decimal
 
-
 PERCENTILES = ("p50 ms", "p90 ms", "p99 ms")
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Client:
@@ -155,37 +139,13 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, workdir: Path, db_name: str) -> subprocess.Popen:
-    from django.contrib.auth import get_user_model
     from django.contrib.sessions.backends.db import SessionStore
     from django.utils.crypto import get_random_string
 
-    from accounts import services as ledger
-    from accounts.models import Asset
-    from trading.models import Instrument
-
-    usd, _ = Asset.objects.get_or_create(code="USD", defaults={"name": "US dollar", "precision": 2})
-    base = Asset.objects.create(code="HTTP", name="Bench", precision=0)
-    instrument = Instrument.objects.create(
-        symbol="HTTP",
-        name="Bench",
-        base=base,
-        quote=usd,
-        tick_size=D("0.01"),
-        lot_size=D("1"),
-        maker_fee_rate=D("0.001"),
-        taker_fee_rate=D("0.002"),
-    )
+    instrument, accounts = bench_market(symbol="HTTP", traders=args.clients)
     logins = []
-    for index in range(args.clients):
-        user = get_user_model().objects.create_user(f"http{index}", password=None)
-        account = ledger.account_open(user=user)
-        ledger.deposit(
-            account=account,
-            asset=usd,
-            amount=D("100000000"),
-            reference="bench",
-            idempotency_key=f"bench-http-{index}",
-        )
+    for account in accounts:
+        user = account.user
         session = SessionStore()
         session["_auth_user_id"] = str(user.pk)
         session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
@@ -193,32 +153,16 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str) -> subprocess.Pop
         session.create()
         logins.append((session.session_key, get_random_string(32)))
 
-    db = settings.DATABASES["default"]
-    user = quote(db.get("USER") or "postgres")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    socket = db.get("OPTIONS", {}).get("host") or (db["HOST"] if db["HOST"].startswith("/") else "")
-    server = (
-        f"@/{db_name}?host={quote(socket)}" if socket else f"@{db['HOST']}:{db['PORT']}/{db_name}"
-    )
     port = free_port()
     env = os.environ | {
-        "DATABASE_URL": f"postgres://{user}{password}{server}",
+        "DATABASE_URL": database_url(db_name),
         "DATABASE_POOL": "false" if args.no_pool else "true",
         "PGAPPNAME": "web",
         "LOG_LEVEL": "WARNING",
     }
     log_file = (workdir / "daphne.log").open("wb")
     daphne = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "tredye.asgi:application",
-        ],
+        daphne_command(port),
         cwd=ROOT,
         env=env,
         stdout=log_file,

@@ -26,46 +26,23 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
-# Measure what production runs: DEBUG wraps every cursor and keeps every query in memory.
-os.environ.setdefault("DJANGO_DEBUG", "false")
+from benchlib import (  # sets Django up
+    ROOT,
+    bench_market,
+    cpu_seconds,
+    database_url,
+    log,
+    percentile,
+)
+from django.conf import settings
+from django.db import connection, connections
+from kafka import TopicPartition
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.db import connection, connections  # noqa: E402
-from kafka import TopicPartition  # noqa: E402
-
-from tredye import kafka  # noqa: E402
-from tredye.devbroker import Broker, free_port  # noqa: E402
+from tredye import kafka
+from tredye.devbroker import Broker, free_port
 
 D = Decimal
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
@@ -185,50 +162,15 @@ def main() -> None:
 def run(
     args: argparse.Namespace, workdir: Path, db_name: str, processes: list, broker: Broker | None
 ) -> None:
-    from django.contrib.auth import get_user_model
     from django.db.models import Count, Max, Min
 
-    from accounts import services as ledger
-    from accounts.models import Asset
-    from trading.models import Instrument, Order, Trade
+    from trading.models import Order, Trade
 
-    usd, _ = Asset.objects.get_or_create(code="USD", defaults={"name": "US dollar", "precision": 2})
-    base = Asset.objects.create(code="BNCH", name="Bench", precision=0)
-    instrument = Instrument.objects.create(
-        symbol="BNCH",
-        name="Bench",
-        base=base,
-        quote=usd,
-        tick_size=D("0.01"),
-        lot_size=D("1"),
-        maker_fee_rate=D("0.001"),
-        taker_fee_rate=D("0.002"),
-    )
-    accounts = []
-    for index in range(args.traders):
-        user = get_user_model().objects.create_user(f"bench{index}", password=None)
-        account = ledger.account_open(user=user)
-        for asset, amount in ((usd, D("100000000")), (base, D("10000000"))):
-            ledger.deposit(
-                account=account,
-                asset=asset,
-                amount=amount,
-                reference="bench",
-                idempotency_key=f"bench-{index}-{asset.code}",
-            )
-        accounts.append(account)
+    instrument, accounts = bench_market(symbol="BNCH", traders=args.traders, base_amount="10000000")
     kafka.ensure_topics()
 
-    db = settings.DATABASES["default"]
-    user = quote(db.get("USER") or "postgres")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    # A Unix socket (DATABASE_URL=postgres://user@/db?host=/var/run/postgresql) stays one.
-    socket = db.get("OPTIONS", {}).get("host") or (db["HOST"] if db["HOST"].startswith("/") else "")
-    server = (
-        f"@/{db_name}?host={quote(socket)}" if socket else f"@{db['HOST']}:{db['PORT']}/{db_name}"
-    )
     env = os.environ | {
-        "DATABASE_URL": f"postgres://{user}{password}{server}",
+        "DATABASE_URL": database_url(db_name),
         "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS[0],
         "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
         "DATABASE_CONN_MAX_AGE": "600",

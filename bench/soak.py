@@ -23,6 +23,7 @@ own) and a private rolling broker unless KAFKA_BOOTSTRAP_SERVERS names one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import subprocess
@@ -33,21 +34,12 @@ import time
 from collections import Counter, defaultdict
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
-from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
-os.environ.setdefault("DJANGO_DEBUG", "false")
+from benchlib import ROOT, cpu_seconds, daphne_command, database_url  # sets Django up
+from django.conf import settings
+from django.db import close_old_connections, connection, connections
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.db import close_old_connections, connection, connections  # noqa: E402
-
-from tredye.devbroker import free_port  # noqa: E402
+from tredye.devbroker import free_port
 
 D = Decimal
 PROCESSES = ("web", "stream", "feed", "matcher", "relay", "maker", "worker", "beat")
@@ -57,13 +49,10 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (Linux /proc); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process, 0 when it is gone (a backend or a child that ended)."""
+    seconds = cpu_seconds(pid)
+    return 0.0 if math.isnan(seconds) else seconds
 
 
 def descendants(pid: int) -> set[int]:
@@ -95,7 +84,7 @@ class CpuMeter:
     def sample(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for name, pid in self.groups.items():
-            totals[name] = sum(cpu_seconds(p) for p in descendants(pid))
+            totals[name] = sum(_cpu(p) for p in descendants(pid))
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid, application_name FROM pg_stat_activity"
@@ -104,7 +93,7 @@ class CpuMeter:
             )
             for pid, app in cursor.fetchall():
                 key = f"postgres ({app or 'other'})"
-                totals[key] = totals.get(key, 0.0) + cpu_seconds(pid)
+                totals[key] = totals.get(key, 0.0) + _cpu(pid)
         return totals
 
 
@@ -224,6 +213,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--roll-after-batches", type=int, default=10_000)
     parser.add_argument("--idle-only", action="store_true", help="measure the venue at rest only")
+    parser.add_argument("--no-roll", action="store_true", help="a plain local broker, never rolled")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     processes: dict[str, subprocess.Popen] = {}
@@ -263,8 +253,7 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
     from accounts.models import Asset
     from accounts.selectors import ledger_verify
     from trading.models import Instrument, Order
-    from trading.selectors import order_queue_age_s
-    from tredye import kafka, status
+    from tredye import kafka
 
     prefix = f"soak{os.getpid()}."
     settings.KAFKA_TOPIC_PREFIX = prefix
@@ -276,10 +265,7 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/3",
         "PYTHONUNBUFFERED": "1",
     }
-    db = connection.settings_dict
-    user = quote(db.get("USER") or "postgres")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    env["DATABASE_URL"] = f"postgres://{user}{password}@{db['HOST']}:{db['PORT']}/{db_name}"
+    env["DATABASE_URL"] = database_url(db_name)
 
     def start(name: str, *command: str) -> None:
         log_file = (workdir / f"{name}.log").open("wb")
@@ -292,7 +278,17 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
         )
 
     python = sys.executable
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        pass
+    elif args.no_roll:
+        from tredye.devbroker import Broker
+
+        broker = Broker(free_port(), workdir)
+        broker.start()
+        processes["broker"] = broker.popen
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.address
+        settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
+    else:
         port = free_port()
         start(
             "broker",
@@ -308,8 +304,7 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
     call_command("seed_demo", verbosity=0)
     manage = [python, str(ROOT / "manage.py")]
     web_port = free_port()
-    start("web", python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
-          "tredye.asgi:application")  # fmt: skip
+    start("web", *daphne_command(web_port))
     start("stream", *manage, "run_stream")
     start("feed", *manage, "run_feed")
     start("matcher", *manage, "run_matcher")
@@ -333,6 +328,9 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
         return
 
     # Traders: funded accounts trading the stocks against the market maker and each other.
+    from trading.selectors import order_queue_age_s
+    from tredye import status
+
     usd = Asset.objects.get(code="USD")
     symbols = [i.symbol for i in Instrument.objects.filter(lot_size=1, quote=usd)]
     from django.contrib.auth import get_user_model
@@ -404,7 +402,8 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
         time.sleep(2)
     pending, unapplied = stuck()
     applied = applied_commands()
-    rolls = (workdir / "broker.log").read_text().count("ROLLING the local broker")
+    roller_log = workdir / "broker.log"
+    rolls = roller_log.read_text().count("ROLLING") if roller_log.exists() else 0
     trader_orders = Order.objects.filter(account__in=accounts)
     log("=" * 78)
     log(f"load phase: {load_seconds / 60:.1f} min")

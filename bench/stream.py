@@ -26,14 +26,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
-
-import django  # noqa: E402
-
-django.setup()
-
+from benchlib import ROOT, daphne_command, log, percentile  # sets Django up
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
@@ -42,15 +35,6 @@ from marketdata.services import tick_record  # noqa: E402
 from marketdata.stream import StreamWorker  # noqa: E402
 from tredye import kafka  # noqa: E402
 from tredye.devbroker import Broker, free_port  # noqa: E402
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def tick_value(symbol: str, seq: int, price: Decimal) -> bytes:
@@ -226,16 +210,7 @@ def main() -> None:
         with (workdir / "processes.log").open("ab") as out:
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(port),
-                        "tredye.asgi:application",
-                    ],
+                    daphne_command(port),
                     cwd=ROOT,
                     env=env,
                     stdout=out,

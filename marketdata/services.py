@@ -28,8 +28,7 @@ class TickPublisher:
 
     Ticks are perishable: while the broker is away they are dropped (and counted), never
     queued without bound, and the feed goes on. After a produce error the producer is built
-    again (at most once per `REBUILD_EVERY_S`): a kafka-python producer that lost its broker
-    can stay in its error state for good.
+    again (at most once per `REBUILD_EVERY_S`; see `kafka.producer_discard`).
     """
 
     REBUILD_EVERY_S = 1.0
@@ -72,12 +71,8 @@ class TickPublisher:
         return True
 
     def _drop_producer(self) -> None:
-        if self.producer is not None:
-            try:
-                self.producer.close(timeout=0)
-            except Exception:  # noqa: BLE001 - closing a broken producer
-                logger.debug("feed: producer close failed", exc_info=True)
-            self.producer = None
+        kafka.producer_discard(self.producer, timeout_s=0)
+        self.producer = None
 
     def close(self) -> None:
         if self.producer is not None:

@@ -194,17 +194,9 @@ class Relay:
         return self._producer
 
     def close(self) -> None:
-        """Drop the producer; the next send builds a new one.
-
-        A kafka-python producer that lost its broker can stay in its error state for good
-        (seen: KafkaTimeoutError on every send after the broker restarted, while a new
-        producer worked at once), so after any produce error the relay starts afresh."""
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=1)
-            except Exception:  # noqa: BLE001 - closing a broken producer
-                logger.debug("relay: producer close failed", exc_info=True)
-            self._producer = None
+        """Drop the producer (after any produce error too); the next send builds a new one."""
+        kafka.producer_discard(self._producer)
+        self._producer = None
 
     def recover(self, topics: Sequence[str]) -> int:
         """Make the outbox agree with what is on Kafka before sending; return rows marked sent.

@@ -144,6 +144,21 @@ def producer(**overrides: Any) -> KafkaProducer:
     return KafkaProducer(**(config | overrides))
 
 
+def producer_discard(client: KafkaProducer | None, *, timeout_s: float = 1.0) -> None:
+    """Close a producer that may be broken, never raising; callers then build a new one.
+
+    A kafka-python producer that lost its broker can stay in its error state for good (seen:
+    KafkaTimeoutError on every send after the broker restarted, while a new producer worked
+    at once), so every producer of ours is discarded after a produce error.
+    """
+    if client is None:
+        return
+    try:
+        client.close(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - closing a broken producer
+        logger.debug("closing a broken producer failed", exc_info=True)
+
+
 def consumer(**overrides: Any) -> KafkaConsumer:
     """Build a consumer with no group and no auto-commit; callers assign partitions."""
     config = _common_config() | {

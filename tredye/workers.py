@@ -297,12 +297,8 @@ class KafkaWorker:
         self._dead_letter_producer.flush(timeout=5)
 
     def _close_dead_letter_producer(self) -> None:
-        if self._dead_letter_producer is not None:
-            try:
-                self._dead_letter_producer.close(timeout=1)
-            except Exception:  # noqa: BLE001 - closing a broken producer
-                logger.debug("%s: dead-letter producer close failed", self.name)
-            self._dead_letter_producer = None
+        kafka.producer_discard(self._dead_letter_producer)
+        self._dead_letter_producer = None
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:

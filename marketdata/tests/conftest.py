@@ -6,6 +6,7 @@ from accounts.models import Asset
 from marketdata import consumers
 from marketdata.models import PriceModel
 from trading.models import Instrument
+from trading.tests.conftest import queued_command  # noqa: F401
 
 
 @pytest.fixture

@@ -51,26 +51,15 @@ def test_the_page_says_reconnecting_when_the_server_goes_away(
 
 
 def test_the_page_says_orders_are_queued_when_the_matcher_does_not_keep_up(
-    make_instrument, asgi_server, stream_process, browser_page
+    make_instrument, asgi_server, stream_process, browser_page, queued_command
 ):
-    import datetime
-
     from django.utils import timezone
 
     from trading.models import Outbox
-    from tredye import kafka
 
     # given a command accepted 30 s ago that no matcher has applied
     make_instrument("AAPL")
-    stuck = Outbox.objects.create(
-        topic=kafka.ORDERS,
-        key="AAPL",
-        type="order.place",
-        seq=0,
-        ts=0,
-        data={"order_id": 1},
-        created_at=timezone.now() - datetime.timedelta(seconds=30),
-    )
+    stuck = queued_command(age_s=30)
     page = browser_page
     # when a trader opens the page, then it says so in words
     page.goto(asgi_server + "/")

@@ -117,3 +117,27 @@ def settled(order: Order, timeout_s: float = 20.0) -> Order:
         return None if fresh.status == Order.Status.PENDING_NEW else fresh
 
     return wait_for(check, timeout_s, f"order {order.pk} to leave pending_new")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def queued_command(db) -> Callable[..., object]:
+    """An order command accepted `age_s` ago that no matcher has applied (a stalled path)."""
+    import datetime
+
+    from django.utils import timezone
+
+    from trading.models import Outbox
+    from tredye import kafka
+
+    def make(age_s: float = 30.0) -> Outbox:
+        return Outbox.objects.create(
+            topic=kafka.ORDERS,
+            key="AAPL",
+            type="order.place",
+            seq=0,
+            ts=0,
+            data={"order_id": 1},
+            created_at=timezone.now() - datetime.timedelta(seconds=age_s),
+        )
+
+    return make

@@ -1,15 +1,12 @@
-import datetime
 import os
 import subprocess
 import sys
 import uuid
 
 import pytest
-from django.utils import timezone
 
 from conftest import ROOT
-from trading.models import Outbox
-from tredye import kafka, status
+from tredye import status
 from tredye.devbroker import free_port
 
 
@@ -39,18 +36,10 @@ def test_readyz_is_ready_when_every_dependency_answers(client, kafka_topics, no_
 
 @pytest.mark.django_db
 def test_readyz_says_orders_are_queued_when_the_matcher_does_not_apply_them(
-    client, kafka_topics, no_worker_reports
+    client, kafka_topics, no_worker_reports, queued_command
 ):
     # given a command accepted 30 s ago and never applied (matcher, relay or broker stalled)
-    Outbox.objects.create(
-        topic=kafka.ORDERS,
-        key="AAPL",
-        type="order.place",
-        seq=0,
-        ts=0,
-        data={"order_id": 1},
-        created_at=timezone.now() - datetime.timedelta(seconds=30),
-    )
+    queued_command(age_s=30)
     # when /readyz is asked
     response = client.get("/readyz")
     # then this process is still ready, and the platform says the order path is queued

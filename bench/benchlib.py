@@ -1,0 +1,105 @@
+"""What the benchmarks share. Import it before anything of Django's: it sets Django up.
+
+Benchmarks measure what production runs (DEBUG off: it wraps every cursor and keeps every
+query in memory) on the settings' PostgreSQL, with scratch databases of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+D = Decimal
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc); NaN once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_url(db_name: str) -> str:
+    """DATABASE_URL for child processes on `db_name` of the settings' server (a Unix socket,
+    as in postgres://user@/db?host=/var/run/postgresql, stays one)."""
+    db = settings.DATABASES["default"]
+    user = quote(db.get("USER") or "postgres")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    socket = db.get("OPTIONS", {}).get("host") or (db["HOST"] if db["HOST"].startswith("/") else "")
+    server = (
+        f"@/{db_name}?host={quote(socket)}" if socket else f"@{db['HOST']}:{db['PORT']}/{db_name}"
+    )
+    return f"postgres://{user}{password}{server}"
+
+
+def daphne_command(port: int) -> list[str]:
+    """The web process, as the Procfile runs it, on 127.0.0.1:`port`."""
+    return [
+        sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        "tredye.asgi:application",
+    ]  # fmt: skip
+
+
+def bench_market(*, symbol: str, traders: int, base_amount: str = "0") -> tuple:
+    """An instrument of its own (USD quote, tick 0.01, lot 1) and `traders` funded accounts;
+    returns (instrument, accounts)."""
+    from django.contrib.auth import get_user_model
+
+    from accounts import services as ledger
+    from accounts.models import Asset
+    from trading.models import Instrument
+
+    usd, _ = Asset.objects.get_or_create(code="USD", defaults={"name": "US dollar", "precision": 2})
+    base = Asset.objects.create(code=symbol, name="Bench", precision=0)
+    instrument = Instrument.objects.create(
+        symbol=symbol,
+        name="Bench",
+        base=base,
+        quote=usd,
+        tick_size=D("0.01"),
+        lot_size=D("1"),
+        maker_fee_rate=D("0.001"),
+        taker_fee_rate=D("0.002"),
+    )
+    accounts = []
+    for index in range(traders):
+        user = get_user_model().objects.create_user(f"{symbol.lower()}{index}", password=None)
+        account = ledger.account_open(user=user)
+        for asset, amount in ((usd, D("100000000")), (base, D(base_amount))):
+            if amount:
+                ledger.deposit(
+                    account=account,
+                    asset=asset,
+                    amount=amount,
+                    reference="bench",
+                    idempotency_key=f"bench-{symbol}-{index}-{asset.code}",
+                )
+        accounts.append(account)
+    return instrument, accounts
