@@ -25,8 +25,8 @@ def watchlist(request: HttpRequest) -> HttpResponse:
         snapshots = selectors.ticker_snapshots(client)
         client.close()
     except (redis.RedisError, OSError):
-        logger.warning("watchlist: no snapshot cache; rendering empty rows")
-        snapshots = {}
+        logger.warning("watchlist: no snapshot cache; rendering the prices saved in PostgreSQL")
+        snapshots = selectors.ticker_snapshots_saved()
     rows = [{"instrument": i, "tick": snapshots.get(i.symbol, {})} for i in instruments]
     return render(
         request,
