@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -203,8 +204,8 @@ class Relay:
 
         Rows found on a topic's tail (past the cursors) are marked sent. A topic that is not
         the one the cursors were kept for (a broker that came back empty, a topic created
-        again) gets everything again: every row of an event topic, every unapplied command,
-        minus what is already on the new topic; so each row is on it exactly once."""
+        again) gets again what it must hold (`_to_send_again`), minus what is already on the
+        new topic; so each row is on it at most once, and every trade exactly once."""
         physical = {kafka.topic(topic): topic for topic in topics}
         cursors: dict[str, dict[int, int]] = {name: {} for name in physical}
         cursor_ids: dict[str, str] = {}
@@ -218,10 +219,7 @@ class Relay:
         now = timezone.now()
         with transaction.atomic():
             for name in sorted(scan.replaced):
-                again = Outbox.objects.filter(topic=physical[name], sent_at__isnull=False)
-                if physical[name] == kafka.ORDERS:
-                    again = again.filter(applied_at__isnull=True)
-                count = again.update(sent_at=None)
+                count = _to_send_again(physical[name], now).update(sent_at=None)
                 RelayCursor.objects.filter(topic=name).delete()
                 logger.warning(
                     "relay: %s is a new topic (id %r, cursors kept for %r): sending %d rows again",
@@ -369,6 +367,23 @@ class Relay:
             futures.append((row, future))
         producer.flush(timeout=30)
         return futures
+
+
+def _to_send_again(topic: str, now: datetime.datetime) -> QuerySet[Outbox]:
+    """What a new topic (one that lost the history of the old) must be sent again.
+
+    `orders`: every command not applied yet. `trades`: every trade, the venue's record of
+    them. `book` and `account-events`, read live from their end: what may not have reached
+    a reader yet, the rows of the last OUTBOX_REPUBLISH_WINDOW_S (their whole history would
+    grow without bound and be read by no one).
+    """
+    rows = Outbox.objects.filter(topic=topic, sent_at__isnull=False)
+    if topic == kafka.ORDERS:
+        return rows.filter(applied_at__isnull=True)
+    if topic == kafka.TRADES:
+        return rows
+    window = datetime.timedelta(seconds=settings.OUTBOX_REPUBLISH_WINDOW_S)
+    return rows.filter(created_at__gte=now - window)
 
 
 _OUTBOX_TABLE = Outbox._meta.db_table

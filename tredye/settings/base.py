@@ -166,6 +166,9 @@ OUTBOX_RELAY_INTERVAL_MS = env.int("OUTBOX_RELAY_INTERVAL_MS", default=5)
 OUTBOX_RESEND_AFTER_S = env.float("OUTBOX_RESEND_AFTER_S", default=15.0)
 # How often the relays compare the topics' ids with the ones their cursors were kept for.
 OUTBOX_IDENTITY_CHECK_S = env.float("OUTBOX_IDENTITY_CHECK_S", default=2.0)
+# On a topic that lost its history, the matcher's book and account events of this many
+# seconds are sent again (every trade is; decision 0009).
+OUTBOX_REPUBLISH_WINDOW_S = env.float("OUTBOX_REPUBLISH_WINDOW_S", default=60.0)
 # Degraded states: orders waiting unapplied longer than this; a consumer with input and no
 # progress for longer than this; a worker silent for longer than this.
 ORDERS_QUEUED_AFTER_S = env.float("ORDERS_QUEUED_AFTER_S", default=5.0)
