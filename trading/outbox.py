@@ -10,15 +10,17 @@ See docs/decisions/0004-order-path-exactly-once.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from django import db as django_db
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
@@ -56,14 +58,29 @@ def outbox_id(record: Any) -> int | None:
     return None
 
 
+@contextlib.contextmanager
+def _django_errors() -> Iterator[None]:
+    """Raise a psycopg error on the lanes' own connection as Django's error of that kind."""
+    try:
+        yield
+    except psycopg.Error as error:
+        kind = getattr(django_db, type(error).__name__, None)
+        if not (isinstance(kind, type) and issubclass(kind, django_db.DatabaseError)):
+            kind = django_db.DatabaseError
+        raise kind(str(error)) from error
+
+
 class Lanes:
     """Session advisory locks, one per topic, on a connection of their own.
 
-    The locks go with the connection: when the process dies, PostgreSQL frees them.
+    The locks go with the connection: when the process dies, PostgreSQL frees them. Its errors
+    are Django's (`OperationalError` and kin), so callers handle a lost connection here as any
+    other database error: back off, then make a new `Lanes`.
     """
 
     def __init__(self) -> None:
-        self.conn = psycopg.connect(database_dsn(), autocommit=True)
+        with _django_errors():
+            self.conn = psycopg.connect(database_dsn(), autocommit=True)
         self.held: set[str] = set()
 
     def _key(self, topic: str) -> int:
@@ -73,10 +90,11 @@ class Lanes:
         if topic in self.held:
             return True
         function = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
-        row = self.conn.execute(
-            f"SELECT {function}(%s, %s)::text",  # noqa: S608 - one of two constant names
-            [LANE_LOCK_NAMESPACE, self._key(topic)],
-        ).fetchone()
+        with _django_errors():
+            row = self.conn.execute(
+                f"SELECT {function}(%s, %s)::text",  # noqa: S608 - one of two constant names
+                [LANE_LOCK_NAMESPACE, self._key(topic)],
+            ).fetchone()
         got = wait or (row is not None and row[0] == "true")
         if got:
             self.held.add(topic)
@@ -84,18 +102,21 @@ class Lanes:
 
     def listen(self) -> None:
         """Be woken by committed commands (the outbox trigger, migration 0006)."""
-        self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with _django_errors():
+            self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
     def wait(self, timeout_s: float) -> bool:
         """Wait until a command is committed or `timeout_s` passes; return whether woken.
         Notifications that came meanwhile are taken together."""
-        return bool(list(self.conn.notifies(timeout=timeout_s, stop_after=1)))
+        with _django_errors():
+            return bool(list(self.conn.notifies(timeout=timeout_s, stop_after=1)))
 
     def release(self, topic: str) -> None:
         if topic in self.held:
-            self.conn.execute(
-                "SELECT pg_advisory_unlock(%s, %s)", [LANE_LOCK_NAMESPACE, self._key(topic)]
-            )
+            with _django_errors():
+                self.conn.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", [LANE_LOCK_NAMESPACE, self._key(topic)]
+                )
             self.held.discard(topic)
 
     def close(self) -> None:

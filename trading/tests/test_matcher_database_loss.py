@@ -83,3 +83,44 @@ def test_the_matcher_survives_losing_its_database_connections(
         assert "retrying one by one" not in matcher.output()
         assert not Order.objects.filter(status=Order.Status.PENDING_NEW).exists()
         assert ledger_verify() == []
+
+
+def test_the_relay_survives_losing_its_database_connections(
+    start_test_process, kafka_topics, instrument, trader
+):
+    from django.conf import settings
+
+    prefix = f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}."
+    name = f"relay-{uuid.uuid4().hex[:8]}"
+    with override_settings(KAFKA_TOPIC_PREFIX=prefix):
+        # given the relay (its Django connection and the one it listens and locks on)
+        kafka.ensure_topics()
+        env = {"KAFKA_TOPIC_PREFIX": prefix}
+        relay = start_test_process(
+            "relay",
+            *manage("run_outbox_relay"),
+            env=env | {"PGAPPNAME": name, "TEST_CONN_MAX_AGE": "600"},
+        )
+        start_test_process("matcher", *manage("run_matcher"), env=env)
+        market = instrument()
+        seller = trader({market.base: "10"})
+
+        def sell(number: int) -> Order:
+            return order_place(
+                account=seller,
+                symbol=market.symbol,
+                client_order_id=f"s{number}",
+                side="sell",
+                quantity="1",
+                price="10.00",
+            )
+
+        assert settled(sell(0)).status == Order.Status.NEW
+        # when its connections are cut again and again, orders placed between the cuts
+        for number in range(1, 4):
+            time.sleep(0.5)
+            assert terminate_backends(name) >= 1
+            assert settled(sell(number), timeout_s=40).status == Order.Status.NEW
+        # then it is still the same process, and it said what happened
+        assert relay.popen.poll() is None, relay.output()
+        wait_for(lambda: "retrying in" in relay.output(), what="the relay's retry log")
