@@ -5,6 +5,9 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tredye.settings.local")
+# The web process serves requests on many threads: it borrows connections from a pool
+# (tredye/settings/base.py, DATABASE_POOL); single-threaded workers keep one connection.
+os.environ.setdefault("DATABASE_POOL", "true")
 # Build the Django app first so apps are loaded before consumers import models.
 django_asgi_app = get_asgi_application()
 

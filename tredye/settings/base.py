@@ -75,15 +75,17 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int(
     "DATABASE_CONNECT_TIMEOUT", default=3
 )
-# Connection pool. Under ASGI each request runs in a thread of its own, and a persistent
-# connection per thread (CONN_MAX_AGE) outlived its thread: a burst of requests left dozens of
-# idle connections until PostgreSQL refused new clients. Each process borrows from a pool of
-# its own instead (Django's psycopg pool): at most DATABASE_POOL_MAX_SIZE connections, handed
-# back at the end of each request (a worker's, between batches); a connection found broken
-# when handed out is replaced. A request that waits DATABASE_POOL_TIMEOUT seconds for one is
-# answered 503 (tredye.middleware). Prepared statements (tredye.db) stay with the pooled
-# connection. DATABASE_CONN_MAX_AGE applies only with DATABASE_POOL=false.
-DATABASE_POOL = env.bool("DATABASE_POOL", default=True)
+# Connection pool, for the web process (tredye/asgi.py turns it on). Under ASGI each request
+# runs in a thread of its own, and a persistent connection per thread (CONN_MAX_AGE) outlived
+# its thread: a burst of requests left dozens of idle connections until PostgreSQL refused new
+# clients. The web process borrows from a pool of its own instead (Django's psycopg pool): at
+# most DATABASE_POOL_MAX_SIZE connections, handed back at the end of each request; a
+# connection found broken when handed out is replaced. A request that waits
+# DATABASE_POOL_TIMEOUT seconds for one is answered 503 (tredye.middleware). Prepared
+# statements (tredye.db) stay with the pooled connection. The workers are single-threaded and
+# keep one connection (DATABASE_CONN_MAX_AGE, checked before reuse): pooled, each batch paid a
+# check on hand-out, which tripled their PostgreSQL CPU at rest (docs/performance/0009).
+DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 DATABASE_POOL_OPTIONS = {
     "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
     "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),

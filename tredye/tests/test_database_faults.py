@@ -330,7 +330,8 @@ def test_the_feed_and_the_market_maker_outlive_terminated_connections(
             reference="maker funding",
             idempotency_key=f"mm-{uuid.uuid4()}",
         )
-    deployed = {"KAFKA_TOPIC_PREFIX": order_path, "LOG_LEVEL": "INFO", "DATABASE_POOL": "true"}
+    # As deployed: a worker keeps its connection between batches.
+    deployed = {"KAFKA_TOPIC_PREFIX": order_path, "LOG_LEVEL": "INFO", "TEST_CONN_MAX_AGE": "600"}
     feed_name, maker_name = f"feed-{uuid.uuid4().hex[:6]}", f"maker-{uuid.uuid4().hex[:6]}"
     feed = start_test_process(
         "feed",
