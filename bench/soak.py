@@ -35,6 +35,7 @@ from collections import Counter, defaultdict
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
+os.environ.setdefault("PGAPPNAME", "traders")
 from benchlib import ROOT, cpu_seconds, daphne_command, database_url  # sets Django up
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
@@ -47,12 +48,6 @@ PROCESSES = ("web", "stream", "feed", "matcher", "relay", "maker", "worker", "be
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds of a process, 0 when it is gone (a backend or a child that ended)."""
-    seconds = cpu_seconds(pid)
-    return 0.0 if math.isnan(seconds) else seconds
 
 
 def descendants(pid: int) -> set[int]:
@@ -75,16 +70,23 @@ def descendants(pid: int) -> set[int]:
 
 
 class CpuMeter:
-    """CPU seconds per named process group, PostgreSQL backends grouped by application name."""
+    """CPU seconds per named process group, PostgreSQL backends grouped by application name.
+
+    Every process seen keeps its last reading, so one that ended (a rolled broker, a closed
+    backend) still counts up to its last sample: sample often (the load phase does, every
+    10 s) and at most that much of an ended process is missed.
+    """
 
     def __init__(self, groups: dict[str, int], db_name: str) -> None:
         self.groups = groups
         self.db_name = db_name
+        self.seen: dict[int, tuple[str, float]] = {}
 
     def sample(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
         for name, pid in self.groups.items():
-            totals[name] = sum(_cpu(p) for p in descendants(pid))
+            for child in descendants(pid):
+                self._read(child, name)
+        self._read(os.getpid(), "traders (this process)")
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid, application_name FROM pg_stat_activity"
@@ -92,13 +94,20 @@ class CpuMeter:
                 [self.db_name],
             )
             for pid, app in cursor.fetchall():
-                key = f"postgres ({app or 'other'})"
-                totals[key] = totals.get(key, 0.0) + _cpu(pid)
+                self._read(pid, f"postgres ({app or 'other'})")
+        totals: dict[str, float] = {}
+        for name, seconds in self.seen.values():
+            totals[name] = totals.get(name, 0.0) + seconds
         return totals
+
+    def _read(self, pid: int, name: str) -> None:
+        seconds = cpu_seconds(pid)
+        if not math.isnan(seconds):
+            self.seen[pid] = (name, seconds)
 
 
 def usage(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-    """% of one core per group between two samples (backends that came and went are missed)."""
+    """% of one core per group between two samples."""
     return {name: max(0.0, (after[name] - before.get(name, 0.0))) / seconds * 100 for name in after}
 
 
@@ -363,6 +372,7 @@ def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: dict) 
     while time.monotonic() < deadline:
         time.sleep(10)
         close_old_connections()
+        meter.sample()  # keeps the readings of processes that end before the next one
         now = time.monotonic()
         applied = applied_commands()
         reports = status.worker_reports()

@@ -1284,7 +1284,9 @@ class MatcherWorker(KafkaWorker):
             self._dead_letters(result)
         self.batches += 1
         self.commands += len(commands)
-        self.relay.drain()
+        # One send of at most 5,000 rows: a backlog (a topic that lost its history gets every
+        # trade again) goes out between batches instead of holding the commands up.
+        self.relay.drain(rounds=1)
 
     def _dead_letters(self, result: BatchResult) -> None:
         for record, reason in result.dead:
@@ -1316,4 +1318,4 @@ class MatcherWorker(KafkaWorker):
         # came back empty (which then gets its history again).
         if now - self.last_relay_drain >= 1.0:
             self.last_relay_drain = now
-            self.relay.drain()
+            self.relay.drain(rounds=1)

@@ -289,8 +289,9 @@ class Relay:
             )
         return count
 
-    def drain(self, *, limit: int = 5000) -> int:
-        """Send unsent rows (oldest first) until none is left; return how many were sent."""
+    def drain(self, *, limit: int = 5000, rounds: int | None = None) -> int:
+        """Send unsent rows (oldest first) until none is left, or for at most `rounds` sends
+        of `limit` rows; return how many were sent."""
         total = 0
         now = time.monotonic()
         if now - self.last_identity_check >= settings.OUTBOX_IDENTITY_CHECK_S:
@@ -302,7 +303,7 @@ class Relay:
         missing = [topic for topic in self.topics if topic not in self.recovered]
         if missing:
             self.recover(missing)
-        while True:
+        while rounds is None or rounds > 0:
             rows = self._unsent(limit)
             if not rows:
                 return total
@@ -310,6 +311,9 @@ class Relay:
             total += len(rows)
             if len(rows) < limit:
                 return total
+            if rounds is not None:
+                rounds -= 1
+        return total
 
     def _unsent(self, limit: int) -> list[Outbox]:
         """The oldest unsent rows of these topics, in one plain query (no ORM compilation).
