@@ -8,6 +8,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 from kafka import KafkaProducer
 from kafka.errors import KafkaConnectionError, KafkaError
 
@@ -83,7 +84,8 @@ class TickPublisher:
 @transaction.atomic(durable=True)
 def price_models_save(*, prices: dict[str, tuple[Decimal, Decimal]]) -> None:
     """Remember each symbol's (last, session open) so a restarted feed carries on from there."""
+    now = timezone.now()  # update() skips auto_now; the session's day is read from it
     for symbol, (last, session_open) in prices.items():
         PriceModel.objects.filter(instrument__symbol=symbol).update(
-            last_price=last, session_open=session_open
+            last_price=last, session_open=session_open, updated_at=now
         )

@@ -211,3 +211,21 @@ def test_a_restarted_feed_resumes_prices_and_opens_a_new_session_each_day(make_i
     models.update(updated_at=timezone.now() - timedelta(days=1))
     (next_day,) = simulation_states()
     assert next_day.price(next_day.open_ticks) == Decimal("210.00")
+
+
+@pytest.mark.django_db
+def test_saving_prices_marks_the_day_they_belong_to(make_instrument):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketdata.services import price_models_save
+
+    # given prices saved yesterday
+    make_instrument("AAPL", price="200.00")
+    models = PriceModel.objects.filter(instrument__symbol="AAPL")
+    models.update(updated_at=timezone.now() - timedelta(days=1))
+    # when the feed saves today's
+    price_models_save(prices={"AAPL": (Decimal("201.00"), Decimal("200.50"))})
+    # then they are today's: a restart today keeps today's session open
+    assert models.get().updated_at.date() == timezone.now().date()
