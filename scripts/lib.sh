@@ -67,7 +67,8 @@ start_broker() { # port logfile
 # roll is one) go to the terminal.
 start_rolling_broker() { # port logfile
   chmod +x "$(tansu_bin)" 2>/dev/null || true
-  setsid "$VENV/bin/python" -m tredye.devbroker --port "$1" --log "$2" &
+  # To stderr: this runs inside $(...), whose stdout must close for it to return.
+  setsid "$VENV/bin/python" -m tredye.devbroker --port "$1" --log "$2" >&2 &
   local pid=$!
   wait_for_port 127.0.0.1 "$1" 20 "Kafka broker (Tansu)" || { kill "$pid" 2>/dev/null; return 1; }
   echo "$pid"
