@@ -58,3 +58,17 @@ def test_the_local_broker_is_rolled_past_its_batch_limit(tmp_path):
     finally:
         roller.terminate()
         roller.wait(10)
+
+
+def test_make_runs_broker_starts_and_hands_back_its_pid(tmp_path):
+    # `make run` starts it inside $(...): it must come back with a pid, not hold the shell
+    port = free_port()
+    script = (
+        f'source scripts/lib.sh; pid="$(start_rolling_broker {port} {tmp_path}/broker.log)"; '
+        'echo "started $pid"; kill "$pid"; wait "$pid" 2>/dev/null; true'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.startswith("started "), result.stderr
+    assert result.stdout.split()[1].isdigit()
