@@ -124,21 +124,19 @@ def manage(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "manage.py"), *args]
 
 
+def daphne_command(port: int) -> list[str]:
+    """The web process, as the Procfile runs it, on 127.0.0.1:`port`."""
+    return [
+        sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        "tredye.asgi:application",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def asgi_server(start_process, kafka_topics: None) -> str:
     """Daphne serving the real ASGI app on a free port; returns its base URL."""
     port = free_port()
-    process = start_process(
-        "daphne",
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "tredye.asgi:application",
-    )
+    process = start_process("daphne", *daphne_command(port))
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", 30, process.popen)

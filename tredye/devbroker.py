@@ -39,6 +39,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for_port(port: int, timeout_s: float, what: str) -> None:
+    """Return once something listens on 127.0.0.1:`port`; raise after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} on 127.0.0.1:{port} did not start")
+
+
 class Broker:
     """A private broker on 127.0.0.1 that can be killed and started again on its port."""
 
@@ -59,13 +70,7 @@ class Broker:
             self.popen = subprocess.Popen(  # noqa: S603 - our own bundled binary
                 [tansu_binary(), "broker"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"broker on {self.address} did not start")
+        wait_for_port(self.port, timeout_s, "broker")
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:

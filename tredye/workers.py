@@ -25,8 +25,10 @@ from tredye import kafka, status
 from tredye.kafka import EnvelopeError
 
 logger = logging.getLogger(__name__)
-# The longest a worker lets a fetch wait when fetches come back empty (see _adapt_fetch_wait).
-FETCH_WAIT_CAP_MS = 1000
+# The longest a worker lets a fetch wait when it does not keep up, and how long it stays
+# caught up before it waits the configured time again (see _adapt_fetch_wait).
+FETCH_WAIT_CAP_MS = 640
+IDLE_WAIT_BACK_S = 30.0
 
 
 class StopFlag:
@@ -93,6 +95,9 @@ class KafkaWorker:
         self.assigned_topic_ids: dict[str, str] = {}
         self.last_progress = time.monotonic()
         self.lag: int | None = None
+        self.consumed_at_report = 0
+        self.lag_at_report = 0
+        self.caught_up_since: float | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------
     def decode(self, raw: bytes | None) -> Any:
@@ -154,6 +159,7 @@ class KafkaWorker:
         kafka.ensure_topics(self.topics)
         consumer = kafka.consumer(auto_offset_reset=self.start_at, bootstrap_timeout_ms=5000)
         try:
+            self.base_fetch_wait_ms = consumer._fetcher.config["fetch_max_wait_ms"]  # noqa: SLF001
             partitions = self._assign(consumer)
             self._set_connected(True)
             self.backoff.reset()
@@ -168,6 +174,9 @@ class KafkaWorker:
                 self.tick(now)
                 if now - last_report >= self.report_every_s:
                     last_report = now
+                    # Also between batches: a connection lost while idle (a status check runs
+                    # every second) is replaced, not reused broken for good.
+                    close_old_connections()
                     self._check_topics(consumer)
                     self._report(consumer, partitions, now)
                 if _broker_connected(consumer):
@@ -218,7 +227,7 @@ class KafkaWorker:
         self.lag = lag if known else None
         if not lag:
             self.last_progress = now
-        self._adapt_fetch_wait(consumer, lag, now - self.last_progress)
+        self._adapt_fetch_wait(consumer, lag, now)
         status.worker_report(
             self.name,
             lag=self.lag,
@@ -227,27 +236,46 @@ class KafkaWorker:
             consumed=self.consumed,
         )
 
-    def _adapt_fetch_wait(self, consumer: KafkaConsumer, lag: int, idle_s: float) -> None:
-        """Wait longer for fetches while they come back empty although records wait.
+    def _adapt_fetch_wait(self, consumer: KafkaConsumer, lag: int, now: float) -> None:
+        """Wait longer for fetches while the consumer does not keep up with what waits.
 
         The local broker answers a fetch only after scanning the partition's batches, and
         answers empty when that takes longer than the fetch's wait: past ~15,000 batches the
-        small wait we use (latency, since it never wakes a waiting fetch) starves the consumer
-        for good. A longer wait lets it read on (slower) until `make run`'s broker is rolled.
-        The wait is never lowered again: a partition only grows (a new topic after a roll gets
-        a new consumer, with the configured wait). Apache Kafka never gets here: its fetches
-        return as soon as records are there.
+        small wait we use (latency, since it never wakes a waiting fetch) starves a consumer,
+        or lets it crawl. So when records waited at the last report and fewer than those were
+        read since, the wait is quadrupled (up to FETCH_WAIT_CAP_MS); a fetch with records
+        waiting returns once the scan is done, so a longer wait costs nothing then. After
+        IDLE_WAIT_BACK_S fully caught up it returns to the configured wait (small: it is the
+        latency of an idle consumer). Apache Kafka never gets here: its fetches return as soon
+        as records are there. `make run`'s broker is rolled before partitions get that long.
         """
         config = consumer._fetcher.config  # noqa: SLF001 - kafka-python reads it per fetch
         wait = config["fetch_max_wait_ms"]
-        if lag and idle_s >= 1.0 and wait < FETCH_WAIT_CAP_MS:
+        read = self.consumed - self.consumed_at_report
+        behind = self.lag_at_report > 0 and lag > 0 and read < self.lag_at_report
+        self.consumed_at_report, self.lag_at_report = self.consumed, lag
+        if lag:
+            self.caught_up_since = None
+        elif self.caught_up_since is None:
+            self.caught_up_since = now
+        if behind and wait < FETCH_WAIT_CAP_MS:
             config["fetch_max_wait_ms"] = min(FETCH_WAIT_CAP_MS, wait * 4)
             logger.warning(
-                "%s: fetches come back empty with %d records to read; fetch wait %d -> %d ms",
+                "%s: %d records waiting and only %d read in a second; fetch wait %d -> %d ms",
                 self.name,
                 lag,
+                read,
                 wait,
                 config["fetch_max_wait_ms"],
+            )
+        elif (
+            wait != self.base_fetch_wait_ms
+            and self.caught_up_since is not None
+            and now - self.caught_up_since >= IDLE_WAIT_BACK_S
+        ):
+            config["fetch_max_wait_ms"] = self.base_fetch_wait_ms
+            logger.info(
+                "%s: caught up; fetch wait back to %d ms", self.name, self.base_fetch_wait_ms
             )
 
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:

@@ -10,9 +10,7 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,13 +23,13 @@ from channels.testing import WebsocketCommunicator
 from playwright.sync_api import expect
 from redis.exceptions import RedisError
 
-from conftest import manage, wait_for_http
+from conftest import daphne_command, manage, wait_for_http
 from marketdata.channels import group_name
 from marketdata.selectors import snapshot_key
 from marketdata.stream import StreamWorker
 from tredye import kafka
 from tredye.asgi import application
-from tredye.devbroker import free_port
+from tredye.devbroker import free_port, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,13 +56,7 @@ class PrivateRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+        wait_for_port(self.port, timeout_s, "redis-server")
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
@@ -279,18 +271,7 @@ def test_the_page_polls_while_redis_is_down_and_goes_live_when_it_returns(
     make_instrument("MSFT", price="417.12")
     on_redis = {"REDIS_URL": private_redis.url, "CHANNEL_LAYER_REDIS_URL": private_redis.url}
     port = free_port()
-    daphne = start_test_process(
-        "daphne",
-        sys.executable,
-        "-m",
-        "daphne",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "tredye.asgi:application",
-        env=on_redis,
-    )
+    daphne = start_test_process("daphne", *daphne_command(port), env=on_redis)
     stream = start_test_process("stream", *manage("run_stream"), env=on_redis)
     feed = start_test_process("feed", *manage("run_feed", "--rate", "40", "--seed", "5"))
     url = f"http://127.0.0.1:{port}"

@@ -211,10 +211,10 @@ async def test_the_worker_reconnects_after_the_broker_goes_away(
         await deliver("10.00", 20)
         private_broker.kill()
         deadline = time.monotonic() + 20
-        while worker.connected:
+        # connected goes false first; the status follows once the worker has reported it
+        while worker.connected or worker.status.get("kafka") != "down":
             assert time.monotonic() < deadline, "worker never noticed the broker was gone"
             await asyncio.sleep(0.1)
-        assert worker.status.get("kafka") == "down"
         private_broker.start()  # a new, empty broker on the same address
         await deliver("11.00", 60)
         assert worker.connected
@@ -245,3 +245,32 @@ def test_the_worker_keeps_consuming_while_redis_is_away(own_prefix, settings):
         time.sleep(0.2)
         assert worker.redis_ok is False  # it knows, logged it once, and goes on
     producer.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stream_worker_outlives_terminated_database_connections(start_test_process):
+    import uuid
+
+    from django.test import override_settings
+
+    from conftest import manage
+    from trading.tests.conftest import wait_for
+    from trading.tests.test_matcher_database_loss import terminate_backends
+    from tredye import status
+
+    # given the stream worker, which reads the platform's status from PostgreSQL every second
+    name = f"stream-{uuid.uuid4().hex[:8]}"
+    prefix = f"dbloss{uuid.uuid4().hex[:8]}."
+    env = {"PGAPPNAME": name, "TEST_CONN_MAX_AGE": "600", "KAFKA_TOPIC_PREFIX": prefix}
+    stream = start_test_process("stream", *manage("run_stream"), env=env)
+    with override_settings(KAFKA_TOPIC_PREFIX=prefix):
+        wait_for(lambda: status.worker_reports().get("stream"), 30, "the stream worker's report")
+        # when its connection is cut again and again
+        for _ in range(3):
+            wait_for(lambda: terminate_backends(name) >= 1, 10, "a connection to cut")
+        time.sleep(2)
+        # then it is the same process, still reporting every second
+        assert stream.popen.poll() is None, stream.output()
+        report = status.worker_reports()["stream"]
+        assert time.time() - report["at"] < 3
+        assert report["pid"] == stream.popen.pid

