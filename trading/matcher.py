@@ -3,11 +3,12 @@
 It consumes the `orders` topic by manual partition assignment and applies each batch of
 commands to in-memory books (trading.engine), then commits everything the batch caused in ONE
 transaction ("group commit"): order states, trades, ledger entries, positions, outgoing events
-(as outbox rows) and the consumed offset (`MatcherCheckpoint`). After commit, the relay in this
-process produces the events. On start, a book is rebuilt from the open orders in PostgreSQL in
-their stored priority, and each partition is read from checkpoint + 1. A command at or below
-the checkpoint, a place for an order no longer PENDING_NEW, or a cancel/replace whose number
-the order has already applied is skipped: re-delivery never double-fills.
+(as outbox rows), the commands it applied (`Outbox.applied_at`) and the consumed offset with
+the topic's id (`MatcherCheckpoint`). After commit, the relay in this process produces the
+events. On start, a book is rebuilt from the open orders in PostgreSQL in their stored
+priority, and each partition is read from checkpoint + 1 if the checkpoint belongs to this very
+topic, else from its start. A command already applied (by its outbox id) is skipped wherever
+it arrives: re-delivery never double-fills (docs/decisions/0009).
 """
 
 from __future__ import annotations
@@ -324,7 +325,6 @@ class Matcher:
         self.fees_account: Account | None = None
         self.accounts: dict[int, Account] = {}
         self.stream_seq: dict[tuple[str, str], int] = {}
-        self.checkpoint: dict[int, int] = {}
         self.topic = kafka.topic(kafka.ORDERS)
         # The broker's id of the topic being read, written with the checkpoint.
         self.topic_id = ""
@@ -335,10 +335,6 @@ class Matcher:
         self.books.clear()
         self.positions.clear()
         self.stream_seq.clear()
-        self.checkpoint = self.checkpoints_load()
-
-    def checkpoints_load(self) -> dict[int, int]:
-        return {partition: offset for partition, (offset, _) in self.checkpoints_with_ids().items()}
 
     def checkpoints_with_ids(self) -> dict[int, tuple[int, str]]:
         """Per partition: the last applied offset and the id of the topic it belongs to."""
@@ -396,8 +392,6 @@ class Matcher:
             book = self.books[command.symbol]
             self._apply(book, command, result, ts)
         self._commit(result)
-        for partition, offset in result.checkpoints.items():
-            self.checkpoint[partition] = offset
         return result
 
     def _unapplied(self, commands: list[Command], result: BatchResult) -> list[Command]:
@@ -1236,7 +1230,6 @@ class MatcherWorker(KafkaWorker):
                         topic_id,
                         current,
                     )
-                    self.matcher.checkpoint.pop(tp.partition, None)
                 consumer.seek_to_beginning(tp)
                 starts[tp.partition] = 0
         logger.info("matcher: partitions %s from offsets %s", wanted, starts)
@@ -1308,10 +1301,6 @@ class MatcherWorker(KafkaWorker):
             cursor = prepared_cursor()
             cursor.execute(compact(_CHECKPOINT_UPSERT), params)
             cursor.execute(_MARK_APPLIED, params)
-        for partition, offset in last.items():
-            self.matcher.checkpoint[partition] = max(
-                self.matcher.checkpoint.get(partition, -1), offset
-            )
 
     def tick(self, now: float) -> None:
         # While idle too: relays events a failed produce left behind, and sees a topic that

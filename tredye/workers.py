@@ -98,6 +98,7 @@ class KafkaWorker:
         self.consumed_at_report = 0
         self.lag_at_report = 0
         self.caught_up_since: float | None = None
+        self.base_fetch_wait_ms = 0  # the consumer's configured wait, read when it is built
 
     # -- hooks for subclasses -------------------------------------------------------------
     def decode(self, raw: bytes | None) -> Any:
@@ -130,13 +131,7 @@ class KafkaWorker:
                 self._consume()
             except (KafkaError, OSError) as error:
                 self._set_connected(False)
-                status.worker_report(
-                    self.name,
-                    lag=self.lag,
-                    progress_age_s=time.monotonic() - self.last_progress,
-                    connected=False,
-                    consumed=self.consumed,
-                )
+                self._publish_report(time.monotonic())
                 self._close_dead_letter_producer()  # a new one after a broker error
                 delay = self.backoff.next_delay()
                 logger.warning(
@@ -228,6 +223,9 @@ class KafkaWorker:
         if not lag:
             self.last_progress = now
         self._adapt_fetch_wait(consumer, lag, now)
+        self._publish_report(now)
+
+    def _publish_report(self, now: float) -> None:
         status.worker_report(
             self.name,
             lag=self.lag,
