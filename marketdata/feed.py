@@ -39,16 +39,17 @@ class Quote:
         return ((self.last - self.open) / self.open * 100).quantize(Decimal("0.01"))
 
     def as_data(self) -> dict[str, str]:
-        """The tick's payload as sent on Kafka: every number a decimal string."""
+        """The tick's payload as sent on Kafka: every number a decimal string, never in
+        exponent form (a normalized 300 is "3E+2")."""
         return {
             "symbol": self.symbol,
-            "bid": str(self.bid),
-            "ask": str(self.ask),
-            "last": str(self.last),
-            "bid_size": str(self.bid_size),
-            "ask_size": str(self.ask_size),
-            "open": str(self.open),
-            "change_pct": str(self.change_pct),
+            "bid": f"{self.bid:f}",
+            "ask": f"{self.ask:f}",
+            "last": f"{self.last:f}",
+            "bid_size": f"{self.bid_size:f}",
+            "ask_size": f"{self.ask_size:f}",
+            "open": f"{self.open:f}",
+            "change_pct": f"{self.change_pct:f}",
         }
 
 

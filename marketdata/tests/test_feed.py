@@ -229,3 +229,20 @@ def test_saving_prices_marks_the_day_they_belong_to(make_instrument):
     price_models_save(prices={"AAPL": (Decimal("201.00"), Decimal("200.50"))})
     # then they are today's: a restart today keeps today's session open
     assert models.get().updated_at.date() == timezone.now().date()
+
+
+def test_tick_numbers_are_never_in_exponent_form():
+    from marketdata.feed import Quote
+
+    quote = Quote(
+        symbol="AAPL",
+        bid=Decimal("229.86"),
+        ask=Decimal("229.88"),
+        last=Decimal("229.87"),
+        bid_size=Decimal("300").normalize(),  # Decimal('3E+2')
+        ask_size=Decimal("0.00001"),
+        open=Decimal("229.00"),
+    )
+    data = quote.as_data()
+    assert (data["bid_size"], data["ask_size"]) == ("300", "0.00001")
+    assert all("E" not in value for value in data.values())
