@@ -189,6 +189,12 @@ MARKET_MAKER_REQUOTE_BPS = env.int("MARKET_MAKER_REQUOTE_BPS", default=10)
 # How often (ms) it re-checks a symbol whose price has not moved: refills levels that traded.
 MARKET_MAKER_REFRESH_MS = env.int("MARKET_MAKER_REFRESH_MS", default=2000)
 
+# Order entry limit (trading API): place, cancel and cancel-all requests per account per
+# second; past it a request is answered 429 with Retry-After and changes nothing. 0 turns it
+# off. Counted in Redis (REDIS_URL), so it holds across web processes; with Redis away the
+# limit is not applied (logged) rather than refusing every order.
+ORDER_RATE_LIMIT_PER_S = env.int("ORDER_RATE_LIMIT_PER_S", default=20)
+
 # Celery: Redis broker, results off (tasks record their own outcome in PostgreSQL).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/1")
 CELERY_TASK_IGNORE_RESULT = True
