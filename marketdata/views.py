@@ -8,9 +8,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 
 from marketdata import selectors
+from tredye.api import api_view, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def watchlist(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@api_view(["GET"], login=False)
 @never_cache
 def tickers(request: HttpRequest) -> JsonResponse:
     """Every active instrument's latest prices from PostgreSQL, without Redis.
@@ -51,9 +51,7 @@ def tickers(request: HttpRequest) -> JsonResponse:
         snapshots = selectors.ticker_snapshots_saved()
     except DatabaseError:
         logger.warning("tickers: database unavailable", exc_info=True)
-        return JsonResponse(
-            {"error": {"code": "unavailable", "detail": "prices are unavailable"}}, status=503
-        )
+        return error_response("unavailable", "prices are unavailable", 503)
     now_ms = time.time_ns() // 1_000_000
     messages = [
         {"ch": f"ticker.{symbol}", "ts": now_ms, "data": data} for symbol, data in snapshots.items()

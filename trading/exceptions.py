@@ -46,3 +46,10 @@ class OrderNotOpen(TradingError):
 
     code = "order_not_open"
     status = 409
+
+
+class ClientOrderIdConflict(TradingError):
+    """The account used this client order id before, for an order with other parameters."""
+
+    code = "client_order_id_conflict"
+    status = 409

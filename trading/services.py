@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -23,6 +24,7 @@ from accounts.lock_objects import accounts_lock
 from accounts.models import Account
 from accounts.services import HOLD, amount_format, flow_entry, ledger_post
 from trading.exceptions import (
+    ClientOrderIdConflict,
     OrderNotOpen,
     OrderRejected,
     TradingError,
@@ -221,7 +223,7 @@ def order_place(
     *,
     account: Account,
     symbol: str,
-    client_order_id: str,
+    client_order_id: str | None = None,
     side: str,
     type: str = Order.Type.LIMIT,  # noqa: A002
     quantity: Decimal | str,
@@ -232,7 +234,9 @@ def order_place(
 ) -> Order:
     """Validate an order, hold its funds and queue it for the matcher (status PENDING_NEW).
 
-    A `client_order_id` the account used before returns that order and creates nothing.
+    `client_order_id` is the trader's key for retrying safely (one is generated when it is
+    None): the same id with the same parameters returns the order placed first and creates
+    nothing; with other parameters it raises ClientOrderIdConflict (409).
     Raises OrderRejected (with a code such as invalid_tick_size, price_outside_band,
     instrument_halted, account_frozen, insufficient_funds) or UnknownInstrument.
 
@@ -240,7 +244,9 @@ def order_place(
     its own (placement.py), so it must not run inside the caller's transaction.
     """
     _durable_guard("order_place")
-    if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.match(client_order_id):
+    if client_order_id is None:
+        client_order_id = generated_client_order_id()
+    if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.fullmatch(client_order_id):
         raise OrderRejected(
             "client_order_id must be 1-64 letters, digits or . _ : -",
             code="invalid_client_order_id",
@@ -310,7 +316,7 @@ def order_place(
     if placement.account_kind != Account.Kind.CUSTOMER:
         raise OrderRejected("only a customer account can place orders", code="unknown_account")
     if placement.existing_order_id is not None:
-        return Order.objects.select_related("instrument").get(pk=placement.existing_order_id)
+        return _placed_before(placement.existing_order_id, symbol, fields)
     if placement.account_status == Account.Status.FROZEN:
         raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
     instrument = placement.instrument
@@ -333,6 +339,33 @@ def order_place(
     if placed is None:
         return _placement_refused(account, symbol, fields, instrument, protection)
     return placed
+
+
+def generated_client_order_id() -> str:
+    """A client order id for an order placed without one (32 hex digits, never repeated)."""
+    return uuid.uuid4().hex
+
+
+# What a repeated client order id must repeat to be the same order; quantity and price only
+# while the order was never cancelled in part or replaced (they are its current terms).
+_SAME_ORDER = ("side", "type", "time_in_force", "post_only", "stop_price")
+_SAME_TERMS = ("quantity", "price")
+
+
+def _placed_before(order_id: int, symbol: str, fields: dict[str, Any]) -> Order:
+    """The order placed before with this client order id, if it is the same order; raise
+    ClientOrderIdConflict if the request differs from it."""
+    order = Order.objects.select_related("instrument").get(pk=order_id)
+    compared = _SAME_ORDER + (_SAME_TERMS if order.command_seq == 0 else ())
+    differs = [name for name in compared if getattr(order, name) != fields[name]]
+    if order.instrument.symbol != symbol:
+        differs.insert(0, "symbol")
+    if differs:
+        raise ClientOrderIdConflict(
+            f"client_order_id {fields['client_order_id']!r} is order {order.pk}, placed with "
+            f"another {', '.join(differs)}; use a new client_order_id for a new order",
+        )
+    return order
 
 
 def _order_write(
@@ -441,7 +474,7 @@ def _placement_refused(
     client_order_id = fields["client_order_id"]
     existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
     if existing is not None:
-        return Order.objects.select_related("instrument").get(pk=existing)
+        return _placed_before(existing, symbol, fields)
     now = placement_read(account_id=account.pk, symbol=symbol, client_order_id=client_order_id)
     if now is None or now.account_kind != Account.Kind.CUSTOMER:
         raise OrderRejected("only a customer account can place orders", code="unknown_account")

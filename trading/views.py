@@ -1,18 +1,20 @@
 """The trader's JSON endpoints: place, cancel and list orders; list trades and positions.
 
-Thin: parse the request, call one service or selector, shape the JSON. Errors carry a
-machine-readable code. CSRF protection stays on (send the csrftoken cookie as X-CSRFToken).
+Thin: parse the request, call one service or selector, shape the JSON. The API's shared rules
+(error shape, body parsing, methods, login before CSRF) are in tredye/api.py. CSRF protection
+stays on (send the csrftoken cookie as X-CSRFToken). Order entry (place, cancel, cancel-all) is
+limited to ORDER_RATE_LIMIT_PER_S requests per account per second; past it, 429.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.exceptions import LedgerError
 from accounts.selectors import account_for_user
@@ -20,8 +22,9 @@ from trading import selectors, services
 from trading.exceptions import TradingError
 from trading.matcher import order_message
 from trading.units import plain
+from tredye import ratelimit
+from tredye.api import api_view, error_response, json_body
 
-MAX_BODY_BYTES = 8192
 PLACE_FIELDS = {
     "symbol",
     "client_order_id",
@@ -33,60 +36,62 @@ PLACE_FIELDS = {
     "time_in_force",
     "post_only",
 }
+ORDER_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
-def error(code: str, detail: str, status: int = 400) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+def trader_view(
+    *methods: str, entry: bool = False
+) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+    """An endpoint of a logged-in user with a trading account (`api_view`'s checks first);
+    service errors become 4xx. `entry`: an order-entry request, counted against the account's
+    ORDER_RATE_LIMIT_PER_S."""
+
+    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+        @api_view(methods)
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            account = account_for_user(user=request.user)
+            if account is None:
+                return error_response("no_account", "you have no trading account", 403)
+            limit = settings.ORDER_RATE_LIMIT_PER_S
+            if (
+                entry
+                and request.method == "POST"
+                and not ratelimit.per_second("orders", account.pk, limit)
+            ):
+                response = error_response(
+                    "rate_limited",
+                    f"more than {limit} order requests in a second; this one was not taken",
+                    429,
+                )
+                response["Retry-After"] = "1"
+                return response
+            try:
+                return view(request, account, *args, **kwargs)
+            except TradingError as failure:
+                return error_response(failure.code, failure.detail, failure.status)
+            except LedgerError as failure:
+                return error_response(failure.code, failure.detail, 400)
+
+        return wrapped
+
+    return decorate
 
 
-def trader_view(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
-    """Require a logged-in user with a trading account; map service errors to 4xx."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        if not request.user.is_authenticated:
-            return error("not_authenticated", "log in first", 401)
-        account = account_for_user(user=request.user)
-        if account is None:
-            return error("no_account", "you have no trading account", 403)
-        try:
-            return view(request, account, *args, **kwargs)
-        except TradingError as failure:
-            return error(failure.code, failure.detail, failure.status)
-        except LedgerError as failure:
-            return error(failure.code, failure.detail, 400)
-
-    return wrapped
-
-
-def _body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
-    if len(request.body) > MAX_BODY_BYTES:
-        return error("body_too_large", f"the body is over {MAX_BODY_BYTES} bytes", 413)
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return error("invalid_json", "the body is not JSON")
-    if not isinstance(body, dict):
-        return error("invalid_json", "the body must be a JSON object")
-    return body
-
-
-@require_http_methods(["GET", "POST"])
-@trader_view
+@trader_view("GET", "POST", entry=True)
 def orders(request: HttpRequest, account: Any) -> JsonResponse:
     if request.method == "GET":
         open_only = request.GET.get("open") in ("1", "true")
         rows = selectors.order_list(account=account, open_only=open_only)
         return JsonResponse({"orders": [order_message(order) for order in rows]})
-    body = _body(request)
-    if isinstance(body, JsonResponse):
-        return body
+    body = json_body(request)
     unknown = set(body) - PLACE_FIELDS
     if unknown:
-        return error("unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+        names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
+        return error_response("unknown_field", f"unknown field(s): {names}")
     for name in ("quantity", "price", "stop_price"):
         if isinstance(body.get(name), float | int) and not isinstance(body.get(name), bool):
-            return error(f"invalid_{name}", f'{name} must be a decimal string, e.g. "1.5"')
+            return error_response(f"invalid_{name}", f'{name} must be a decimal string, e.g. "1.5"')
     order = services.order_place(
         account=account,
         symbol=body.get("symbol"),
@@ -103,42 +108,35 @@ def orders(request: HttpRequest, account: Any) -> JsonResponse:
 
 
 def _order_id(raw: str) -> int | None:
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    """The order id in a URL (ASCII digits; '²'.isdigit() is true too), or None."""
+    return int(raw) if ORDER_ID.fullmatch(raw) else None
 
 
-@require_POST
-@trader_view
+@trader_view("POST", entry=True)
 def order_cancel(request: HttpRequest, account: Any, order_id: str) -> JsonResponse:
-    body = _body(request)
-    if isinstance(body, JsonResponse):
-        return body
+    body = json_body(request)
     order = services.order_cancel(
         account=account, order_id=_order_id(order_id), quantity=body.get("quantity")
     )
     return JsonResponse({"order": order_message(order)}, status=202)
 
 
-@require_POST
-@trader_view
+@trader_view("POST", entry=True)
 def cancel_all(request: HttpRequest, account: Any) -> JsonResponse:
-    body = _body(request)
-    if isinstance(body, JsonResponse):
-        return body
+    body = json_body(request)
     canceled = services.cancel_all(account=account, symbol=body.get("symbol"))
     return JsonResponse({"orders": [order_message(order) for order in canceled]}, status=202)
 
 
-@require_GET
-@trader_view
+@trader_view("GET")
 def order_detail(request: HttpRequest, account: Any, order_id: str) -> JsonResponse:
     order = selectors.order_get(account=account, order_id=_order_id(order_id) or 0)
     if order is None:
-        return error("unknown_order", f"unknown order {order_id}", 404)
+        return error_response("unknown_order", f"unknown order {order_id[:40]!r}", 404)
     return JsonResponse({"order": order_message(order)})
 
 
-@require_GET
-@trader_view
+@trader_view("GET")
 def trades(request: HttpRequest, account: Any) -> JsonResponse:
     rows = selectors.trade_list(account=account)
     return JsonResponse(
@@ -161,8 +159,7 @@ def trades(request: HttpRequest, account: Any) -> JsonResponse:
     )
 
 
-@require_GET
-@trader_view
+@trader_view("GET")
 def positions(request: HttpRequest, account: Any) -> JsonResponse:
     rows = selectors.position_list(account=account)
     return JsonResponse(

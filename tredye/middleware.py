@@ -20,16 +20,17 @@ import psycopg
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django import db
 from django.core.signals import got_request_exception
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 try:
     from psycopg_pool import PoolError
 except ImportError:  # pragma: no cover - the pool is a dependency; tolerate its absence
     PoolError = psycopg.OperationalError  # type: ignore[assignment,misc]
 
+from tredye.api import API_PATH_PREFIXES, error_response
+
 logger = logging.getLogger(__name__)
 
-API_PATH_PREFIXES = ("/trading/api/",)
 RETRY_AFTER_S = 2
 CODE = "database_unavailable"
 DETAIL = "the database is unavailable; try again shortly"
@@ -83,9 +84,7 @@ def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResp
         str(error).strip().splitlines()[0] if str(error).strip() else "",
     )
     if wants_json(request):
-        response: HttpResponse = JsonResponse(
-            {"error": {"code": CODE, "detail": DETAIL}}, status=503
-        )
+        response: HttpResponse = error_response(CODE, DETAIL, 503)
     else:
         response = HttpResponse(HTML, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_S)

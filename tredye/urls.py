@@ -13,3 +13,7 @@ urlpatterns = [
     path("trading/", include("trading.urls")),
     path("marketdata/", include("marketdata.urls")),
 ]
+
+# The API's errors in JSON (tredye/api.py); pages keep Django's.
+handler404 = "tredye.api.page_not_found"
+handler500 = "tredye.api.server_error"

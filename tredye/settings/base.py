@@ -47,6 +47,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# A CSRF failure on the JSON API is answered in its error shape (tredye/api.py).
+CSRF_FAILURE_VIEW = "tredye.api.csrf_failure"
+
 ROOT_URLCONF = "tredye.urls"
 ASGI_APPLICATION = "tredye.asgi.application"
 
