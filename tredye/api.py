@@ -125,6 +125,8 @@ def api_view(
     """An API endpoint: methods checked (405 in JSON), then login (401), then CSRF (403);
     BadRequest raised inside becomes its error response."""
     allowed = [method.upper() for method in methods]
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.append("HEAD")  # a GET endpoint answers HEAD (the body is dropped)
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @csrf_exempt  # checked below, after the login, in the API's own error shape

@@ -181,11 +181,11 @@ def test_a_request_while_logged_out_is_a_json_401_even_without_a_csrf_token(mark
 def test_a_wrong_method_is_a_json_405_with_allow(alice):
     client = client_for(alice)
     for method, url, allow in [
-        ("put", "/trading/api/orders/", "GET, POST"),
-        ("delete", "/trading/api/orders/1/", "GET"),
+        ("put", "/trading/api/orders/", "GET, POST, HEAD"),
+        ("delete", "/trading/api/orders/1/", "GET, HEAD"),
         ("get", "/trading/api/orders/1/cancel/", "POST"),
-        ("post", "/trading/api/trades/", "GET"),
-        ("post", "/marketdata/api/tickers/", "GET"),
+        ("post", "/trading/api/trades/", "GET, HEAD"),
+        ("post", "/marketdata/api/tickers/", "GET, HEAD"),
     ]:
         response = getattr(client, method)(url)
         assert response.status_code == 405, url
