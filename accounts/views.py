@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -20,6 +22,36 @@ def _next_url(request: HttpRequest) -> str:
     ):
         return target
     return settings.LOGIN_REDIRECT_URL
+
+
+def login_locked_out(
+    request: HttpRequest,
+    original_response: HttpResponse | dict | None = None,
+    credentials: dict | None = None,
+) -> HttpResponse:
+    """The 429 page for a sign-in refused by login throttling (AXES_LOCKOUT_CALLABLE).
+
+    django-axes calls it with (request, response, credentials) from a sync middleware chain
+    and with (request, credentials) from an async one; both come here.
+    """
+    if isinstance(original_response, dict):
+        credentials = original_response
+    cooloff = settings.AXES_COOLOFF_TIME
+    cooloff_s = math.ceil(cooloff.total_seconds()) if cooloff else None
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "cooloff_minutes": math.ceil(cooloff_s / 60) if cooloff_s else None,
+            "username": (credentials or {}).get("username") or "",
+            "login_url": settings.LOGIN_URL,
+        },
+        status=429,
+    )
+    if cooloff_s:
+        response["Retry-After"] = str(cooloff_s)
+    return response
 
 
 @require_http_methods(["GET", "POST"])

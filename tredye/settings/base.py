@@ -3,6 +3,7 @@
 Each setting has a working local default so a fresh checkout runs. `.env.example` lists them.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -29,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "csp",
     "accounts",
     "trading",
     "marketdata",
@@ -45,6 +48,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # A CSRF failure on the JSON API is answered in its error shape (tredye/api.py).
@@ -153,6 +159,13 @@ WS_HEARTBEAT_INTERVAL_S = env.float("WS_HEARTBEAT_INTERVAL_S", default=5.0)
 WS_IDLE_TIMEOUT_S = env.float("WS_IDLE_TIMEOUT_S", default=30.0)
 WS_MAX_SUBSCRIPTIONS = env.int("WS_MAX_SUBSCRIPTIONS", default=200)
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=16384)
+# Open sockets per signed-in user and per client address (TRUSTED_PROXIES), counted in Redis
+# (REDIS_URL) across every web process; one more is told `too_many_sockets` and closed with
+# 4429. Each socket's entry expires unless its heartbeat renews it, so a crashed process frees
+# its sockets' slots within a few heartbeats. With Redis away the limits are not applied
+# (logged). 0 turns a limit off.
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
+WS_MAX_SOCKETS_PER_IP = env.int("WS_MAX_SOCKETS_PER_IP", default=60)
 # While the live stream is unavailable (Redis away), pages poll the ticker snapshot endpoint
 # (prices the feed saves in PostgreSQL) this often.
 STREAM_FALLBACK_POLL_S = env.float("STREAM_FALLBACK_POLL_S", default=2.0)
@@ -214,6 +227,12 @@ CELERY_BEAT_SCHEDULE["expire-day-orders"] = {
     ),
 }
 
+# Addresses or networks of the reverse proxies in front of daphne (comma-separated, e.g.
+# 127.0.0.1 when the proxy runs on the same host). Only a request from one of them has its
+# X-Forwarded-For read for the client's address (login throttling, sockets per address);
+# empty: the connection's peer is the client and the header is ignored (tredye.client_ip).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
 # Sign-in pages (accounts app). The admin keeps its own login at /admin/login/.
 LOGIN_URL = env("LOGIN_URL", default="/accounts/login/")
 LOGIN_REDIRECT_URL = env("LOGIN_REDIRECT_URL", default="/accounts/balances/")
@@ -222,6 +241,49 @@ LOGOUT_REDIRECT_URL = env("LOGOUT_REDIRECT_URL", default="/")
 ACCOUNTS_SIGNUP_OPEN = env.bool("ACCOUNTS_SIGNUP_OPEN", default=True)
 # Rows per page of the ledger history on the balances page.
 ACCOUNTS_LEDGER_PAGE_SIZE = env.int("ACCOUNTS_LEDGER_PAGE_SIZE", default=25)
+
+# Login throttling (django-axes), for /accounts/login/ and /admin/login/ alike: every
+# sign-in goes through authenticate(), which the Axes backend guards. After AXES_FAILURE_LIMIT
+# failed sign-ins that sign-in and every one after it, even with the right password, gets
+# the 429 page (accounts.views.login_locked_out) until AXES_COOLOFF_MINUTES have passed
+# since the last failure; a failure during the lockout starts the wait again.
+# Locked by username and address together: by username alone anyone could lock a trader out
+# of the venue, from anywhere, with a few wrong passwords (at the worst moment of a market);
+# by address alone one guesser locks out a whole office or mobile carrier behind one NAT
+# address. The pair stops guessing an account's password from an address and locks out no
+# one else. Attempts are kept in PostgreSQL (shared by every web process).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a successful sign-in clears that pair's failures
+AXES_LOCKOUT_CALLABLE = "accounts.views.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "tredye.client_ip.request_client_ip"
+AXES_VERBOSE = False  # one warning line per failure and per lockout is enough
+
+# Content-Security-Policy (django-csp) on every response: scripts, styles, images, fonts
+# and connections from this site only; no inline script or style (the pages keep theirs in
+# static/), no plugins, no framing, forms post here only. 'self' in connect-src covers the
+# WebSocket on the same host (ws: and wss:) as CSP Level 3 says; production adds wss:// for
+# each allowed host for browsers that predate it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
