@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
+import uuid
 
 import redis.asyncio as aioredis
 from channels.consumer import get_handler_name
@@ -24,10 +26,17 @@ from django.conf import settings
 
 from marketdata import selectors
 from marketdata.channels import STATUS_GROUP, UnknownChannel, group_name, parse
+from tredye.client_ip import scope_client_ip
 
 logger = logging.getLogger(__name__)
 
 CLOSE_IDLE = 4408
+CLOSE_TOO_MANY_SOCKETS = 4429  # as HTTP 429; the client backs off and polls meanwhile
+# Channels one subscribe or unsubscribe may name (more is refused whole): bounds the answers
+# one message of WS_MAX_MESSAGE_BYTES can cause.
+MAX_CHANNELS_PER_MESSAGE = 256
+# A ping's id is echoed: a short string or a 64-bit integer.
+MAX_PING_ID_CHARS = 64
 # A stream message older than this means the process is behind: conflate for a while.
 BEHIND_AFTER_S = 0.05
 BEHIND_FLUSH_S = 0.1
@@ -59,6 +68,30 @@ async def known_symbols() -> frozenset[str]:
 
 
 _layer_reachable = {"up": True}  # as this process last saw it; for logging once
+_limits_applied = {"yes": True}  # socket limits, as this process last could count; ditto
+
+# Socket limits (WS_MAX_SOCKETS_PER_USER, WS_MAX_SOCKETS_PER_IP): a sorted set per user and per
+# address in Redis, one member per open socket scored with the time its entry expires. A
+# socket renews its entries on every heartbeat and removes them when it closes; those of a
+# process that crashed expire on their own. Admission is one script, so two processes cannot
+# both take the last slot; it uses Redis' clock, so the web hosts' clocks do not matter.
+# KEYS: the sets; ARGV: member, ttl (s), then each set's limit (0: count only).
+# Returns 0 when admitted, else the (1-based) index of the first set that is full.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local limit = tonumber(ARGV[2 + i])
+  if limit > 0 and redis.call('ZCARD', key) >= limit then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + ttl, ARGV[1])
+  redis.call('EXPIRE', key, math.ceil(ttl) + 1)
+end
+return 0
+"""
 _fastest = {"offset": float("inf"), "seen": 0.0}
 
 
@@ -76,6 +109,10 @@ def _lag(sent_at: float) -> float:
         _fastest["offset"], _fastest["seen"] = offset, now
         return 0.0
     return offset - baseline
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
 
 
 def forget_symbols() -> None:
@@ -154,7 +191,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
         self.rejoin_task: asyncio.Task | None = None
         self.status: dict = {}
+        self.socket_id = uuid.uuid4().hex
+        self.socket_keys = self._socket_keys()
         await self.accept()
+        refused = await self._admit()
+        if refused is not None:
+            kind, limit = refused
+            await self._error(
+                "too_many_sockets",
+                f"at most {limit} open sockets per {kind}; close one and try again",
+                limit=limit,
+            )
+            self.socket_keys = []  # counted nowhere: nothing to release
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
         await self._join_layer()
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
         await self._send_json(
@@ -190,9 +240,77 @@ class StreamConsumer(AsyncWebsocketConsumer):
             except REDIS_ERRORS:
                 pass  # Redis away: its subscriptions went with it
         if hasattr(self, "redis"):
+            await self._release()
             await self.redis.aclose()
             if self.layer_redis is not self.redis:
                 await self.layer_redis.aclose()
+
+    # -- sockets per user and per address ---------------------------------------------------
+    def _socket_keys(self) -> list[tuple[str, int, str]]:
+        """(Redis key, limit, what it counts) for each limit this socket falls under."""
+        prefix = f"{settings.KAFKA_TOPIC_PREFIX}ws:sockets"
+        keys = []
+        user = self.scope.get("user")
+        if settings.WS_MAX_SOCKETS_PER_USER > 0 and user is not None and user.is_authenticated:
+            keys.append((f"{prefix}:user:{user.pk}", settings.WS_MAX_SOCKETS_PER_USER, "user"))
+        address = scope_client_ip(self.scope)
+        if settings.WS_MAX_SOCKETS_PER_IP > 0 and address:
+            keys.append((f"{prefix}:ip:{address}", settings.WS_MAX_SOCKETS_PER_IP, "address"))
+        return keys
+
+    @staticmethod
+    def _socket_ttl() -> int:
+        """Seconds a socket's entry lives unless its heartbeat renews it."""
+        return max(10, math.ceil(3 * settings.WS_HEARTBEAT_INTERVAL_S))
+
+    async def _count_socket(self, *, enforce: bool) -> int:
+        keys = [key for key, _limit, _kind in self.socket_keys]
+        limits = [limit if enforce else 0 for _key, limit, _kind in self.socket_keys]
+        async with asyncio.timeout(LAYER_TIMEOUT_S):
+            return await self.redis.eval(
+                _ADMIT, len(keys), *keys, self.socket_id, self._socket_ttl(), *limits
+            )
+
+    async def _admit(self) -> tuple[str, int] | None:
+        """Count this socket; (what, limit) of the first limit it would exceed, else None.
+
+        Redis away: the socket is let in uncounted (one log line per outage); its heartbeat
+        counts it once Redis is back.
+        """
+        if not self.socket_keys:
+            return None
+        try:
+            full = await self._count_socket(enforce=True)
+        except REDIS_ERRORS as error:
+            if _limits_applied["yes"]:
+                _limits_applied["yes"] = False
+                logger.warning(
+                    "stream sockets: cannot count sockets in Redis (%s); socket limits are "
+                    "not applied until it answers",
+                    error,
+                )
+            return None
+        if not _limits_applied["yes"]:
+            _limits_applied["yes"] = True
+            logger.info("stream sockets: Redis answers again; socket limits applied")
+        if full:
+            _key, limit, kind = self.socket_keys[full - 1]
+            logger.info("stream sockets: refused a socket past %d per %s", limit, kind)
+            return kind, limit
+        return None
+
+    async def _renew(self) -> None:
+        """Push this socket's entries' expiry on (or count it, after Redis came back)."""
+        if self.socket_keys:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._count_socket(enforce=False)
+
+    async def _release(self) -> None:
+        if getattr(self, "socket_keys", None):
+            with contextlib.suppress(*REDIS_ERRORS):
+                async with asyncio.timeout(LAYER_TIMEOUT_S):
+                    for key, _limit, _kind in self.socket_keys:
+                        await self.redis.zrem(key, self.socket_id)
 
     # -- the channel layer ------------------------------------------------------------------
     def _groups(self) -> set[str]:
@@ -255,41 +373,82 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- client -> server -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """One client message. Anything malformed is answered `{"op": "error", "code", ...}`
+        and changes nothing; the socket stays open whatever it was sent."""
         self.last_heard = time.monotonic()
+        try:
+            await self._receive(text_data)
+        except Exception:
+            # A bug, not the client's fault: say so and keep the socket (never a 1011).
+            logger.exception("stream sockets: message handling failed")
+            await self._error("internal_error", "the message could not be handled")
+
+    async def _receive(self, text_data: str | None) -> None:
         if text_data is None:
             return await self._error("bad_request", "send JSON text frames, not binary")
-        if len(text_data) > settings.WS_MAX_MESSAGE_BYTES:
+        if (
+            len(text_data) > settings.WS_MAX_MESSAGE_BYTES
+            or len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_MESSAGE_BYTES
+        ):
             return await self._error("too_large", "message too large")
         try:
-            message = json.loads(text_data)
-        except json.JSONDecodeError:
+            message = json.loads(text_data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, NaN or Infinity, an integer of too many digits;
+            # RecursionError: nested deeper than the parser goes.
             return await self._error("bad_json", "message is not valid JSON")
         if not isinstance(message, dict):
             return await self._error("bad_request", "message must be a JSON object")
         op = message.get("op")
+        if not isinstance(op, str):
+            return await self._error("bad_request", "op must be a string")
         if op == "subscribe":
             return await self._subscribe(message)
         if op == "unsubscribe":
             return await self._unsubscribe(message)
         if op == "ping":
-            return await self._send_json({"op": "pong", "id": message.get("id")})
+            return await self._ping(message)
         if op == "heartbeat":
             return None  # the client's answer to our heartbeat; hearing it is enough
-        return await self._error("unknown_op", f"unknown op {str(op)[:32]!r}")
+        return await self._error("unknown_op", f"unknown op {op[:32]!r}")
+
+    async def _ping(self, message: dict) -> None:
+        ping_id = message.get("id")
+        if not (
+            ping_id is None
+            or (isinstance(ping_id, str) and len(ping_id) <= MAX_PING_ID_CHARS)
+            or (type(ping_id) is int and -(2**63) <= ping_id < 2**63)
+        ):
+            return await self._error(
+                "bad_request",
+                f"id must be a string of at most {MAX_PING_ID_CHARS} characters or an integer",
+            )
+        await self._send_json({"op": "pong", "id": ping_id})
+
+    def _channel_list_error(self, channels: object, *, allow_empty: bool) -> str | None:
+        if not isinstance(channels, list) or (not channels and not allow_empty):
+            return "channels must be a " + ("list" if allow_empty else "non-empty list")
+        if len(channels) > max(MAX_CHANNELS_PER_MESSAGE, settings.WS_MAX_SUBSCRIPTIONS):
+            limit = max(MAX_CHANNELS_PER_MESSAGE, settings.WS_MAX_SUBSCRIPTIONS)
+            return f"at most {limit} channels per message"
+        return None
 
     async def _subscribe(self, message: dict) -> None:
         channels = message.get("channels")
-        if not isinstance(channels, list) or not channels:
-            return await self._error("bad_request", "channels must be a non-empty list")
+        if (problem := self._channel_list_error(channels, allow_empty=False)) is not None:
+            return await self._error("bad_request", problem)
         symbols = await known_symbols()
         accepted = []
         for channel in channels:
             try:
-                _kind, symbol = parse(channel)
+                kind, symbol = parse(channel)
+                if channel != f"{kind}.{symbol}":  # parse's `$` lets a trailing newline by
+                    raise UnknownChannel(f"unknown channel {channel[:64]!r}")
                 if symbol not in symbols:
                     raise UnknownChannel(f"unknown symbol in {channel!r}")
             except UnknownChannel as error:
-                await self._error("unknown_channel", str(error), channel=str(channel)[:64])
+                shown = channel[:64] if isinstance(channel, str) else f"<{type(channel).__name__}>"
+                await self._error("unknown_channel", str(error), channel=shown)
                 continue
             if channel in self.subscriptions:
                 accepted.append(channel)
@@ -310,8 +469,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _unsubscribe(self, message: dict) -> None:
         channels = message.get("channels")
-        if not isinstance(channels, list):
-            return await self._error("bad_request", "channels must be a list")
+        if (problem := self._channel_list_error(channels, allow_empty=True)) is not None:
+            return await self._error("bad_request", problem)
+        if not all(isinstance(channel, str) for channel in channels):
+            return await self._error("bad_request", "channel names are strings")
         removed = []
         for channel in channels:
             if isinstance(channel, str) and channel in self.subscriptions:
@@ -419,6 +580,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_IDLE)
                 return
             await self._send_json({"op": "heartbeat", "ts": time.time_ns() // 1_000_000})
+            await self._renew()
             # A stream worker that stopped reporting has let its status expire, or Redis has
             # gone: say so.
             if self.layer_up and self.layer_redis is not self.redis:

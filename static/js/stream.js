@@ -11,6 +11,9 @@
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
+// The server's close code when this user or address has too many sockets open.
+const CLOSE_TOO_MANY_SOCKETS = 4429;
+const BACKOFF_LIMITED_ATTEMPT = 5; // 500 ms * 2^5 > the cap: retry at the cap
 
 export class StreamClient {
   constructor({
@@ -85,9 +88,14 @@ export class StreamClient {
       if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
     };
     socket.onmessage = (event) => this.receive(event.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (event.code === CLOSE_TOO_MANY_SOCKETS) {
+        // Too many sockets open for this user or address: poll meanwhile, retry slowly.
+        this.attempt = Math.max(this.attempt, BACKOFF_LIMITED_ATTEMPT);
+        this.startPolling();
+      }
       this.scheduleReconnect();
     };
     socket.onerror = () => socket.close();
