@@ -21,8 +21,17 @@ from accounts.models import Account, Asset, Balance, IdempotencyKey, JournalEntr
 
 @admin.register(Asset)
 class AssetAdmin(admin.ModelAdmin):
+    """A used asset's precision is shown, never edited: amounts were booked and rounded to it
+    (`Asset.clean` and PostgreSQL refuse the change too; docs/decisions/0010)."""
+
     list_display = ["code", "name", "precision"]
     search_fields = ["code", "name"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Asset | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.is_used():
+            readonly.append("precision")
+        return readonly
 
 
 class ReadOnlyAdminMixin:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -44,6 +45,42 @@ class Asset(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    def is_used(self) -> bool:
+        """Whether any row refers to this asset: a balance, a posting, an instrument (any model
+        with a foreign key to it, hidden ones included). From then on its precision is fixed:
+        amounts were booked, held and rounded to it. PostgreSQL refuses the change too
+        (accounts migration 0007, trading migration 0008)."""
+        if self.pk is None:
+            return False
+        fields = [
+            relation.field
+            for relation in self._meta.get_fields(include_hidden=True)
+            if relation.is_relation and relation.auto_created and not relation.concrete
+        ]
+        # Indexed references first: postings have no index by asset (decision 0008), and a
+        # used asset has a balance anyway.
+        for field in sorted(fields, key=lambda field: not field.db_index):
+            if field.model._default_manager.filter(**{field.name: self.pk}).exists():
+                return True
+        return False
+
+    def clean(self) -> None:
+        """Refuse a change of a used asset's precision (what a form sees as a field error)."""
+        super().clean()
+        if self.pk is None:
+            return
+        stored = Asset.objects.filter(pk=self.pk).values_list("precision", flat=True).first()
+        if stored is not None and stored != self.precision and self.is_used():
+            raise ValidationError(
+                {
+                    "precision": (
+                        f"{self.code} is in use (balances, postings or instruments refer to it): "
+                        f"its precision stays {stored}. Create a new asset instead."
+                    )
+                },
+                code="asset_in_use",
+            )
 
 
 class Account(models.Model):
