@@ -158,3 +158,41 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(client, trader, settings
     settings.TRUSTED_PROXIES = ["127.0.0.1"]
     response = sign_in(client, trader.username, TEST_PASSWORD, HTTP_X_FORWARDED_FOR="192.0.2.50")
     assert response.status_code == 302
+
+
+def test_under_daphne_the_lockout_page_is_served_too(make_account, asgi_server):
+    """The web process runs the middleware chain async; the 429 page must come out the same."""
+    import http.cookiejar
+    import re
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    user = make_account("daphne-throttled").user
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    url = asgi_server + LOGIN
+
+    def attempt(password: str) -> tuple[int, str]:
+        page = opener.open(url, timeout=10).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[1]
+        body = urllib.parse.urlencode(
+            {"username": user.username, "password": password, "csrfmiddlewaretoken": token}
+        ).encode()
+        request = urllib.request.Request(url, data=body, headers={"Referer": url})  # noqa: S310
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    from tredye.settings import base
+
+    limit = base.AXES_FAILURE_LIMIT  # the web process's, from the environment
+    answers = [attempt("wrong")[0] for _ in range(limit)]
+    status, page = attempt(TEST_PASSWORD)
+
+    assert answers == [200] * (limit - 1) + [429]
+    assert status == 429
+    assert "Too many sign-in attempts" in page
+    assert f"as <b>{user.username}</b>" in page
