@@ -50,7 +50,7 @@ class Asset(models.Model):
         """Whether any row refers to this asset: a balance, a posting, an instrument (any model
         with a foreign key to it, hidden ones included). From then on its precision is fixed:
         amounts were booked, held and rounded to it. PostgreSQL refuses the change too
-        (accounts migration 0007, trading migration 0008)."""
+        (accounts migration 0007, trading migration 0007)."""
         if self.pk is None:
             return False
         fields = [

@@ -17,7 +17,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 from typing import Any
 
 from django.conf import settings
@@ -54,8 +54,9 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay, outbox_id
+from trading.reference import RULES, RULES_CHANGE
 from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE, hold_asset
-from trading.units import ZERO, buy_hold, fee, fill_amount, plain, steps
+from trading.units import ZERO, NotAMultiple, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
 from tredye.db import compact, instances_fetch, prepared_cursor, select_columns
 from tredye.kafka import EnvelopeError
@@ -74,6 +75,12 @@ _TIF = {
     "day": EngineTif.DAY,
 }
 _OPEN = (Order.Status.NEW, Order.Status.PARTIALLY_FILLED)
+# Why the matcher closes an order that is off the book's grid (a tick or lot size changed).
+RULES_CHANGED = "rules_changed"
+
+
+# Commands that name a book, not an order.
+_BOOK_COMMANDS = (EXPIRE_DAY, RULES_CHANGE)
 
 
 class CommandError(EnvelopeError):
@@ -95,6 +102,8 @@ class Command:
     # The outbox row the command was sent from (its record's header): the key by which the
     # matcher applies a command at most once, whatever offset or topic it arrives on.
     outbox_id: int | None = None
+    # An `instrument.rules` command's rules (trading/reference.py).
+    rules: dict[str, Decimal | None] | None = None
 
 
 def command_decode(raw: bytes | None) -> Command:
@@ -104,6 +113,8 @@ def command_decode(raw: bytes | None) -> Command:
     if envelope.type == EXPIRE_DAY:
         # Ends the trading day of one book: every DAY order in it expires.
         return Command(EXPIRE_DAY, envelope.key, 0)
+    if envelope.type == RULES_CHANGE:
+        return Command(RULES_CHANGE, envelope.key, 0, rules=_rules_decode(data))
     order_id = data.get("order_id")
     if isinstance(order_id, bool) or not isinstance(order_id, int) or not 0 < order_id < 2**63:
         raise EnvelopeError("order_id missing or not a positive 64-bit integer")
@@ -149,6 +160,29 @@ def command_decode(raw: bytes | None) -> Command:
     )
 
 
+def _rules_decode(data: dict[str, Any]) -> dict[str, Decimal | None]:
+    """The rules of an `instrument.rules` command; raise EnvelopeError if they are not rules."""
+    rules = data.get("rules")
+    if not isinstance(rules, dict):
+        raise EnvelopeError("rules missing or not an object")
+    decoded: dict[str, Decimal | None] = {}
+    for name in RULES:
+        value = rules.get(name)
+        if value is None and name == "max_quantity":
+            decoded[name] = None
+            continue
+        try:
+            number = Decimal(value) if isinstance(value, str) else None
+        except ArithmeticError:
+            number = None
+        if number is None or not number.is_finite() or number < 0:
+            raise EnvelopeError(f"rules.{name} missing or not a decimal string >= 0")
+        decoded[name] = number
+    if not decoded["tick_size"] or not decoded["lot_size"]:
+        raise EnvelopeError("rules.tick_size and rules.lot_size must be positive")
+    return decoded
+
+
 # ---------------------------------------------------------------------------------------------
 # In-memory state
 # ---------------------------------------------------------------------------------------------
@@ -183,15 +217,52 @@ class Book:
         self.tick = instrument.tick_size
         self.lot = instrument.lot_size
         self.quote_precision = instrument.quote.precision
-        self.max_fee_rate = max(instrument.maker_fee_rate, instrument.taker_fee_rate)
         self.state = state
         self.orders: dict[int, Order] = {}
         self.engine = OrderBook(self.symbol)
         self.deltas: dict[tuple[int, int], int] = {}
+        # Book deltas in prices and quantities, kept when the units above change mid-batch.
+        self.level_deltas: dict[tuple[int, Decimal], Decimal] = {}
+        # Open orders off the book's grid when it was rebuilt (a tick or lot size changed
+        # under them): closed by the next batch.
+        self.off_grid: list[Order] = []
         self.dirty = False
 
     def ticks(self, price: Decimal) -> int:
         return steps(price, self.tick)
+
+    def last_ticks(self) -> int | None:
+        """The last trade price in ticks (what stops trigger on), rounded down to the grid: a
+        tick size changed since the last trade may not divide it."""
+        last = self.state.last_price
+        if last is None:
+            return None
+        return int(_WIDE.divide(last, self.tick).to_integral_value(rounding=ROUND_FLOOR))
+
+    def rules_set(self, rules: dict[str, Decimal | None]) -> None:
+        """Take new rules. A new tick or lot size needs an engine without orders (their prices
+        and sizes are counted in the old units): it starts again empty, and the deltas not yet
+        published are kept in prices and quantities."""
+        for name, value in rules.items():
+            setattr(self.instrument, name, value)
+        if (self.instrument.tick_size, self.instrument.lot_size) == (self.tick, self.lot):
+            return
+        for (side, price), qty in self.deltas.items():
+            self.level_deltas[(side, price * self.tick)] = qty * self.lot
+        self.deltas = {}
+        self.tick = self.instrument.tick_size
+        self.lot = self.instrument.lot_size
+        self.engine = OrderBook.restore(
+            {
+                "version": 1,
+                "symbol": self.symbol,
+                "stp": "CANCEL_NEWEST",
+                "last_price": self.last_ticks(),
+                "trade_seq": self.engine.snapshot()["trade_seq"],
+                "resting": [],
+                "stops": [],
+            }
+        )
 
     def lots(self, quantity: Decimal) -> int:
         return steps(quantity, self.lot)
@@ -226,8 +297,17 @@ class Book:
             )
         )
         resting, stops = [], []
+        self.off_grid = []
         for order in orders:
-            engine = self.engine_order(order, order.quantity - order.filled_quantity)
+            try:
+                engine = self.engine_order(order, order.quantity - order.filled_quantity)
+            except NotAMultiple:
+                # Placed under other rules (a tick or lot size changed under it, which the
+                # service and the database refuse): closed by the next batch.
+                logger.warning("matcher: order %s is off the %s grid", order.pk, self.symbol)
+                self.off_grid.append(order)
+                self.orders[order.pk] = order
+                continue
             row = {
                 "id": engine.id,
                 "account_id": engine.account_id,
@@ -242,7 +322,7 @@ class Book:
             is_pending_stop = order.stop_price is not None and order.triggered_at is None
             (stops if is_pending_stop else resting).append(row)
             self.orders[order.pk] = order
-        last = None if self.state.last_price is None else self.ticks(self.state.last_price)
+        last = self.last_ticks()
         self.engine = OrderBook.restore(
             {
                 "version": 1,
@@ -382,8 +462,13 @@ class Matcher:
         fresh = self._unapplied(commands, result)
         self._fees()
         unknown = self._load_orders(fresh, result)
+        for book in self.books.values():
+            while book.off_grid:
+                order = book.off_grid.pop()
+                result.orders[order.pk] = order
+                self._close(book, order, Order.Status.CANCELED, RULES_CHANGED, result)
         for command in fresh:
-            if command.kind == EXPIRE_DAY and command.symbol not in self.books:
+            if command.kind in _BOOK_COMMANDS and command.symbol not in self.books:
                 result.dead.append((command.record, f"unknown instrument {command.symbol!r}"))
                 continue
             if command.order_id in unknown:
@@ -427,7 +512,7 @@ class Matcher:
         wanted: dict[int, Command] = {}
         for command in commands:
             book = self.book(command.symbol)
-            if command.kind == EXPIRE_DAY:
+            if command.kind in _BOOK_COMMANDS:
                 continue  # names no order
             if book is None:
                 unknown[command.order_id] = f"unknown instrument {command.symbol!r}"
@@ -463,11 +548,20 @@ class Matcher:
             # Only DAY orders already in the book: a re-delivery is skipped by the checkpoint.
             self._events(book, book.engine.expire_day(ts), result)
             return
+        if command.kind == RULES_CHANGE:
+            self._rules(book, command, result, ts)
+            return
         order = result.orders[command.order_id]
         if command.kind == PLACE:
             if order.status != Order.Status.PENDING_NEW:
                 return  # applied before (re-delivery)
-            events = book.engine.submit(book.engine_order(order, order.quantity), ts)
+            try:
+                engine_order = book.engine_order(order, order.quantity)
+            except NotAMultiple:
+                # Validated under rules that changed before it reached the book.
+                self._close(book, order, Order.Status.REJECTED, RULES_CHANGED, result)
+                return
+            events = book.engine.submit(engine_order, ts)
             self._events(book, events, result, place_id=order.pk)
             return
         late = command.seq <= order.applied_seq
@@ -512,7 +606,10 @@ class Matcher:
                 return
         if order.status == Order.Status.PENDING_NEW:
             # Canceled before the matcher saw the order: it never reaches the book.
-            open_lots = book.lots(order.quantity)
+            try:
+                open_lots = book.lots(order.quantity)
+            except ValueError:  # off the grid (the lot size changed): canceled whole
+                open_lots = 0
             if reduce_lots is None or reduce_lots >= open_lots:
                 self._close(book, order, Order.Status.CANCELED, "user", result)
             else:
@@ -593,6 +690,32 @@ class Matcher:
                 self._release_surplus(book, order, result)
                 self._touch(order, result)
 
+    def _rules(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
+        """New rules from this point of the book's command sequence on (trading/reference.py).
+
+        Fee rates and size limits need nothing here: each order carries the fee rates it was
+        placed under, and limits are checked at placement. A new tick or lot size changes the
+        engine's units: whatever is still in the book then (the service refuses the change under
+        open orders, so only an order that raced it) is canceled first,
+        in the old units; orders still to come that are off the new grid are rejected.
+        """
+        rules = command.rules or {}
+        if rules.get("tick_size") != book.tick or rules.get("lot_size") != book.lot:
+            snapshot = book.engine.snapshot()
+            for row in (*snapshot["resting"], *snapshot["stops"]):
+                self._events(book, book.engine.cancel(row["id"], None, ts), result)
+                order = result.changed.get(row["id"])
+                if order is not None:
+                    order.reason = RULES_CHANGED
+            logger.warning(
+                "matcher: %s now has tick %s and lot %s (%d open orders canceled)",
+                book.symbol,
+                plain(rules.get("tick_size")),
+                plain(rules.get("lot_size")),
+                len(snapshot["resting"]) + len(snapshot["stops"]),
+            )
+        book.rules_set(rules)
+
     def _priority(self, book: Book, order: Order) -> None:
         book.state.book_seq += 1
         order.book_seq = book.state.book_seq
@@ -609,7 +732,7 @@ class Matcher:
         return buy_hold(
             quantity=open_quantity,
             price=price,
-            fee_rate=book.max_fee_rate,
+            fee_rate=max(order.maker_fee_rate, order.taker_fee_rate),  # its own (decision 0010)
             precision=book.quote_precision,
         )
 
@@ -655,12 +778,13 @@ class Matcher:
         price = event.price * book.tick
         quantity = event.qty * book.lot
         notional = _WIDE.multiply(price, quantity)
+        # Each order pays the rates it was placed under (decision 0010).
         if maker.side == Order.Side.BUY:
             buyer, seller = maker, taker
-            buyer_rate, seller_rate = book.instrument.maker_fee_rate, book.instrument.taker_fee_rate
+            buyer_rate, seller_rate = maker.maker_fee_rate, taker.taker_fee_rate
         else:
             buyer, seller = taker, maker
-            buyer_rate, seller_rate = book.instrument.taker_fee_rate, book.instrument.maker_fee_rate
+            buyer_rate, seller_rate = taker.taker_fee_rate, maker.maker_fee_rate
         precision = book.quote_precision
         amount = fill_amount(
             notional_before=buyer.filled_notional,
@@ -810,25 +934,21 @@ class Matcher:
         rows = list(result.trade_messages)
         ts = kafka.now_ms()
         for book in self.books.values():
-            if not book.deltas:
+            if not book.deltas and not book.level_deltas:
                 continue
+            levels = book.level_deltas
+            for (side, price), qty in book.deltas.items():
+                levels[(side, price * book.tick)] = qty * book.lot
             bids = sorted(
-                (
-                    [plain(p * book.tick), plain(q * book.lot)]
-                    for (s, p), q in book.deltas.items()
-                    if s == 1
-                ),
+                ([plain(p), plain(q)] for (s, p), q in levels.items() if s == 1),
                 key=lambda level: -Decimal(level[0]),
             )
             asks = sorted(
-                (
-                    [plain(p * book.tick), plain(q * book.lot)]
-                    for (s, p), q in book.deltas.items()
-                    if s == -1
-                ),
+                ([plain(p), plain(q)] for (s, p), q in levels.items() if s == -1),
                 key=lambda level: Decimal(level[0]),
             )
             book.deltas = {}
+            book.level_deltas = {}
             rows.append(
                 EventRow(
                     topic=kafka.BOOK,

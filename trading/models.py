@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -77,6 +78,48 @@ class Instrument(models.Model):
 
     def __str__(self) -> str:
         return self.symbol
+
+    # The trading rules: changed only by `trading.reference.instrument_rules_change`, which
+    # applies them to new orders only (docs/decisions/0010-reference-data.md).
+    RULES = (
+        "tick_size",
+        "lot_size",
+        "min_quantity",
+        "max_quantity",
+        "price_band_pct",
+        "maker_fee_rate",
+        "taker_fee_rate",
+    )
+
+    def is_used(self) -> bool:
+        """Whether any order was ever placed on it: from then on its base and quote are fixed
+        (PostgreSQL refuses the change too, trading migration 0007)."""
+        return self.pk is not None and Order.objects.filter(instrument_id=self.pk).exists()
+
+    def clean(self) -> None:
+        """Refuse what a form must not change on an existing instrument: its base and quote
+        once used, its trading rules ever (they change through the rules service)."""
+        super().clean()
+        if self.pk is None:
+            return
+        stored = Instrument.objects.filter(pk=self.pk).first()
+        if stored is None:
+            return
+        errors: dict[str, str] = {}
+        for name in ("base_id", "quote_id"):
+            if getattr(stored, name) != getattr(self, name) and self.is_used():
+                errors[name.removesuffix("_id")] = (
+                    f"{self.symbol} has orders: its {name.removesuffix('_id')} asset cannot "
+                    "change. Create a new instrument instead."
+                )
+        for name in self.RULES:
+            if getattr(stored, name) != getattr(self, name):
+                errors[name] = (
+                    "Trading rules change through “Change trading rules” (the rules service), "
+                    "which applies them to new orders only."
+                )
+        if errors:
+            raise ValidationError(errors, code="reference_data_fixed")
 
 
 class BookState(models.Model):
@@ -153,6 +196,11 @@ class Order(models.Model):
     filled_quote = amount_field(default=0)
     average_price = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
     fees = amount_field(default=0)
+    # The instrument's fee rates when the order was placed (`placement.new_order`): its fills
+    # pay these and its hold covers the larger, whatever the instrument's rates become later
+    # (docs/decisions/0010-reference-data.md). No default: every order states them.
+    maker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6)
+    taker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6)
     # What this order still holds of the account's funds (quote for a buy, base for a sell).
     # The matcher owns `held`; a replace that needs more holds the extra first in
     # `held_for_replace` (written by order_replace), which the matcher moves into `held` (or
@@ -202,6 +250,13 @@ class Order(models.Model):
                 condition=Q(held_for_replace__gte=0), name="order_held_for_replace_not_negative"
             ),
             models.CheckConstraint(condition=Q(fees__gte=0), name="order_fees_not_negative"),
+            models.CheckConstraint(
+                condition=Q(maker_fee_rate__gte=0)
+                & Q(maker_fee_rate__lt=1)
+                & Q(taker_fee_rate__gte=0)
+                & Q(taker_fee_rate__lt=1),
+                name="order_fee_rates_in_range",
+            ),
             # A closed order holds nothing.
             models.CheckConstraint(
                 condition=Q(status__in=["pending_new", "new", "partially_filled"]) | Q(held=0),

@@ -153,10 +153,21 @@ def new_order(*, account: Account, instrument: Instrument, **values: Any) -> Ord
     """An unsaved Order, as `Order(account=..., instrument=..., **values)` makes it, without
     Django's field-by-field `__init__` (a fifth of `order_place`'s Python; see
     `tredye.db.instance_from_values`). A test checks it equals the row it becomes.
+
+    The order records the instrument's fee rates as validated (those `placement_write` checks
+    are still in force): its hold covers them and its fills pay them, whatever the rates
+    become later (docs/decisions/0010-reference-data.md).
     """
+    rates = {
+        "maker_fee_rate": instrument.maker_fee_rate,
+        "taker_fee_rate": instrument.taker_fee_rate,
+    }
     order = instance_from_values(
         Order,
-        _ORDER_DEFAULTS | values | {"account_id": account.pk, "instrument_id": instrument.pk},
+        _ORDER_DEFAULTS
+        | rates
+        | values
+        | {"account_id": account.pk, "instrument_id": instrument.pk},
         related={"account": account, "instrument": instrument},
     )
     order._state.adding = True

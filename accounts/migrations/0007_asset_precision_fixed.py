@@ -5,7 +5,7 @@ many decimals (migration 0006), holds and fills are rounded to it, and `ledger_c
 Changing it under existing balances broke `ledger_check` and made the matcher dead-letter live
 commands (issue 10). So once a balance or a posting refers to an asset, an UPDATE that changes
 its precision raises, whoever runs it (admin, shell, raw SQL). Trading adds instruments to the
-references that fix it (its migration 0008).
+references that fix it (its migration 0007_reference_data).
 
 The trigger first locks the asset row FOR UPDATE: that waits for every transaction that has
 just inserted a row referring to it (a foreign key check holds FOR KEY SHARE on the asset until
