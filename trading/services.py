@@ -176,15 +176,21 @@ def max_fee_rate(instrument: Instrument) -> Decimal:
 
 
 def hold_for(
-    *, instrument: Instrument, side: str, open_quantity: Decimal, price: Decimal
+    *,
+    instrument: Instrument,
+    side: str,
+    open_quantity: Decimal,
+    price: Decimal,
+    fee_rate: Decimal | None = None,
 ) -> Decimal:
-    """What an order with this open quantity at most at `price` must hold."""
+    """What an order with this open quantity at most at `price` must hold: at the instrument's
+    highest fee rate now, or at `fee_rate` (an existing order's own, decision 0010)."""
     if side == Order.Side.SELL:
         return open_quantity
     return buy_hold(
         quantity=open_quantity,
         price=price,
-        fee_rate=max_fee_rate(instrument),
+        fee_rate=max_fee_rate(instrument) if fee_rate is None else fee_rate,
         precision=instrument.quote.precision,
     )
 
@@ -585,6 +591,7 @@ def order_replace(
         side=order.side,
         open_quantity=new_quantity - order.filled_quantity,
         price=new_price,
+        fee_rate=max(order.maker_fee_rate, order.taker_fee_rate),  # the order's own rates
     )
     extra = max(need - order.held, Decimal(0))
     if extra:

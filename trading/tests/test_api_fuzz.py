@@ -85,7 +85,8 @@ def check(response, before: tuple, *, head: bool = False) -> None:
         assert state() == before
     elif response.status_code >= 400:
         error = response.json()["error"]
-        assert isinstance(error["code"], str) and error["code"]
+        assert isinstance(error["code"], str)
+        assert error["code"]
         assert isinstance(error["detail"], str)
         assert state() == before, f"a {response.status_code} {error['code']} changed state"
 

@@ -22,7 +22,7 @@ from trading.reference import (
     RulesChangeRefused,
     instrument_rules_change,
 )
-from trading.services import PLACE, instrument_status_set, order_place
+from trading.services import PLACE, instrument_status_set, order_place, order_replace
 from trading.tests.conftest import settled, wait_for
 from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka
@@ -475,3 +475,17 @@ def test_the_matcher_keeps_matching_after_tick_changes(order_path, instrument, t
     assert not Order.objects.filter(instrument=market).exclude(status="filled").exists()
     assert ledger_verify() == []
     _no_dead_letters(order_path)
+
+
+@pytest.mark.django_db
+def test_a_replace_holds_at_the_orders_own_fee_rate(instrument, trader):
+    """A fee rise after the order was placed does not raise what its replace holds."""
+    market = instrument()
+    alice = trader({market.quote: "1000"})
+    order = buy(alice, market, "r1", "1", "10.00")
+    assert order.held == D("10.02")  # 10.00 and the 0.2 % taker fee
+    Order.objects.filter(pk=order.pk).update(status=Order.Status.NEW)  # the matcher took it
+    instrument_rules_change(symbol=market.symbol, taker_fee_rate="0.01")
+    order_replace(account=alice, order_id=order.pk, quantity="2", price="10.00")
+    order.refresh_from_db()
+    assert order.held_for_replace == D("10.02")  # not 10.18 at the new 1 %
