@@ -3,6 +3,7 @@
 Each setting has a working local default so a fresh checkout runs. `.env.example` lists them.
 """
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -231,7 +232,12 @@ CELERY_BEAT_SCHEDULE["expire-day-orders"] = {
 # 127.0.0.1 when the proxy runs on the same host). Only a request from one of them has its
 # X-Forwarded-For read for the client's address (login throttling, sockets per address);
 # empty: the connection's peer is the client and the header is ignored (tredye.client_ip).
-TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+# A value that is not an address or network stops the process at start, not at a request.
+TRUSTED_PROXIES = [
+    str(ipaddress.ip_network(proxy.strip(), strict=False))
+    for proxy in env.list("TRUSTED_PROXIES", default=[])
+    if proxy.strip()
+]
 
 # Sign-in pages (accounts app). The admin keeps its own login at /admin/login/.
 LOGIN_URL = env("LOGIN_URL", default="/accounts/login/")
