@@ -205,6 +205,8 @@ def main() -> None:
             "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
             "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
             "DJANGO_DEBUG": "false",
+            # every bench client connects from 127.0.0.1: the per-address socket limit off
+            "WS_MAX_SOCKETS_PER_IP": "0",
         }
         port = free_port()
         with (workdir / "processes.log").open("ab") as out:

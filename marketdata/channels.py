@@ -8,7 +8,7 @@ import re
 PUBLIC_KINDS = frozenset({"ticker"})
 STATUS_GROUP = "status"
 
-_CHANNEL = re.compile(r"^(?P<kind>[a-z]+)\.(?P<symbol>[A-Z0-9][A-Z0-9._-]{0,31})$")
+_CHANNEL = re.compile(r"(?P<kind>[a-z]+)\.(?P<symbol>[A-Z0-9][A-Z0-9._-]{0,31})")
 
 
 class UnknownChannel(ValueError):
@@ -19,7 +19,7 @@ def parse(channel: object) -> tuple[str, str]:
     """Split `ticker.AAPL` into ("ticker", "AAPL"); raise UnknownChannel when malformed."""
     if not isinstance(channel, str):
         raise UnknownChannel("channel names are strings")
-    match = _CHANNEL.match(channel)
+    match = _CHANNEL.fullmatch(channel)
     if match is None or match["kind"] not in PUBLIC_KINDS:
         raise UnknownChannel(f"unknown channel {channel[:64]!r}")
     return match["kind"], match["symbol"]

@@ -88,6 +88,9 @@ def pooled(**overrides: str) -> dict[str, str]:
         "DATABASE_POOL_MIN_SIZE": "1",
         "DATABASE_POOL_MAX_SIZE": str(POOL_MAX),
         "DATABASE_POOL_TIMEOUT": "20",
+        # bursts from one account: the per-account order-entry limit is off here (it has its
+        # own test in trading/tests/test_hostile_input.py)
+        "ORDER_RATE_LIMIT_PER_S": "0",
     } | overrides
 
 
@@ -148,10 +151,7 @@ def funded(instrument, trader):
 def test_a_burst_of_orders_is_answered_with_bounded_connections(start_test_process, funded):
     # given: a pooled daphne and one funded account
     market, account = funded
-    # (the per-account order-entry limit off: this is about connections, the limit has its own
-    # test in trading/tests/test_hostile_input.py)
-    web_env = pooled(ORDER_RATE_LIMIT_PER_S="0")
-    host, port, daphne = start_daphne(start_test_process, "burst-web", web_env)
+    host, port, daphne = start_daphne(start_test_process, "burst-web", pooled())
     client = Trader(host, port, account.user)
     peak = {"web": 0, "all": 0}
     sampling = threading.Event()
