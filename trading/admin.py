@@ -79,20 +79,7 @@ order(s) and {{ waiting }} command(s) waiting for the matcher.</p>
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = [
-        "symbol",
-        "name",
-        "base",
-        "quote",
-        "tick_size",
-        "lot_size",
-        "min_quantity",
-        "max_quantity",
-        "price_band_pct",
-        "maker_fee_rate",
-        "taker_fee_rate",
-        "status",
-    ]
+    list_display = ["symbol", "name", "base", "quote", *Instrument.RULES, "status"]
     list_filter = ["status"]
     search_fields = ["symbol", "name"]
     # Status changes go through the service (halt / resume / close), not the edit form.

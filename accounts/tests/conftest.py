@@ -83,3 +83,11 @@ def make_account(db) -> Callable[..., Account]:
 @pytest.fixture
 def account(make_account) -> Account:
     return make_account()
+
+
+@pytest.fixture
+def admin_client(client):
+    """The Django admin, logged in as a superuser named root."""
+    admin = get_user_model().objects.create_superuser("root", "root@tredye.test", "root-pass-1")
+    client.force_login(admin)
+    return client

@@ -4,20 +4,12 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from accounts.models import Account, JournalEntry
 from accounts.tests.helpers import balance_of
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    admin = get_user_model().objects.create_superuser("root", "root@tredye.test", "root-pass-1")
-    client.force_login(admin)
-    return client
 
 
 def act(admin_client, action, accounts, **data):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
@@ -15,13 +14,6 @@ from accounts.models import Asset
 from accounts.selectors import ledger_verify
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    admin = get_user_model().objects.create_superuser("root", "root@tredye.test", "root-pass-1")
-    client.force_login(admin)
-    return client
 
 
 @pytest.fixture

@@ -141,3 +141,15 @@ def queued_command(db) -> Callable[..., object]:
         )
 
     return make
+
+
+@pytest.fixture
+def market(instrument):
+    """An open instrument (a test module may define its own)."""
+    return instrument()
+
+
+@pytest.fixture
+def alice(trader, market):
+    """A trader funded with 1000 of the market's quote and 10 of its base."""
+    return trader({market.quote: "1000", market.base: "10"})

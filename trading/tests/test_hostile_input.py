@@ -18,16 +18,6 @@ D = Decimal
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def market(instrument):
-    return instrument()
-
-
-@pytest.fixture
-def alice(trader, market):
-    return trader({market.quote: "1000", market.base: "10"})
-
-
 def order_body(market, **fields) -> dict:
     return {
         "symbol": market.symbol,

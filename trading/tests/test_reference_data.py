@@ -30,26 +30,23 @@ from tredye import kafka
 D = Decimal
 
 
-def buy(account, market, client_order_id: str, quantity: str, price: str) -> Order:
+def place(side: str, account, market, client_order_id: str, quantity: str, price: str) -> Order:
     return order_place(
         account=account,
         symbol=market.symbol,
         client_order_id=client_order_id,
-        side="buy",
+        side=side,
         quantity=quantity,
         price=price,
     )
 
 
-def sell(account, market, client_order_id: str, quantity: str, price: str) -> Order:
-    return order_place(
-        account=account,
-        symbol=market.symbol,
-        client_order_id=client_order_id,
-        side="sell",
-        quantity=quantity,
-        price=price,
-    )
+def buy(*args: object) -> Order:
+    return place("buy", *args)
+
+
+def sell(*args: object) -> Order:
+    return place("sell", *args)
 
 
 def rules_commands(market: Instrument) -> list[Outbox]:

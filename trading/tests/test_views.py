@@ -16,16 +16,6 @@ D = Decimal
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def market(instrument):
-    return instrument()
-
-
-@pytest.fixture
-def alice(trader, market):
-    return trader({market.quote: "1000", market.base: "10"})
-
-
 def client_for(account, *, csrf: bool = False) -> Client:
     client = Client(enforce_csrf_checks=csrf)
     client.force_login(account.user)
