@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from trading import views
+from tredye.api import api_not_found
 
 app_name = "trading"
 urlpatterns = [
@@ -10,4 +11,6 @@ urlpatterns = [
     path("api/orders/<str:order_id>/cancel/", views.order_cancel, name="order_cancel"),
     path("api/trades/", views.trades, name="trades"),
     path("api/positions/", views.positions, name="positions"),
+    # last: any other API path is a JSON 404 (tredye.api.api_not_found)
+    re_path(r"^api/", api_not_found),
 ]

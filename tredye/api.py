@@ -173,9 +173,19 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return django_csrf.csrf_failure(request, reason=reason)
 
 
+@csrf_exempt
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """The last URL pattern under each API prefix: an unknown path is a JSON 404 also with
+    DEBUG on (Django's debug 404 page skips handler404), and a path without its trailing slash
+    is named, not redirected (a redirect turns a POST into a GET)."""
+    path = request.path
+    hint = f"; did you mean {path}/?" if not path.endswith("/") else ""
+    return error_response("not_found", f"no endpoint at {path[:100]}{hint[:110]}", 404)
+
+
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api_request(request):
-        return error_response("not_found", f"no endpoint at {request.path}", 404)
+        return api_not_found(request)
     return django_defaults.page_not_found(request, exception)
 
 

@@ -183,10 +183,20 @@ def test_a_wrong_method_is_a_json_405_with_allow(alice):
         assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_an_unknown_api_path_is_a_json_404(alice):
-    response = client_for(alice).get("/trading/api/nothing-here/")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unknown_api_path_is_a_json_404(alice, settings, debug):
+    settings.DEBUG = debug  # Django's debug 404 page would skip handler404
+    client = client_for(alice)
+    for url in ("/trading/api/nothing-here/", "/marketdata/api/nothing/", "/trading/api/x/y/z"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.json()["error"]["code"] == "not_found"
+    # a POST without the trailing slash is not redirected (a redirect drops the body): named
+    before = snapshot()
+    status, body = post(client, "/trading/api/orders", {"symbol": "X"})
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert "did you mean /trading/api/orders/?" in body["error"]["detail"]
+    assert snapshot() == before
 
 
 # --- order-entry rate limit ------------------------------------------------------------------
