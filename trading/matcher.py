@@ -55,7 +55,8 @@ from trading.models import (
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay, outbox_id
 from trading.reference import RULES, RULES_CHANGE
-from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE, hold_asset
+from trading.rules import hold_asset
+from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, NotAMultiple, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
 from tredye.db import compact, instances_fetch, prepared_cursor, select_columns

@@ -23,6 +23,7 @@ from accounts.exceptions import InsufficientFunds, LedgerError
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account
 from accounts.services import HOLD, amount_format, flow_entry, ledger_post
+from trading import rules
 from trading.exceptions import (
     ClientOrderIdConflict,
     OrderNotOpen,
@@ -42,7 +43,7 @@ from trading.placement import (
     placement_write,
 )
 from trading.selectors import reference_price
-from trading.units import NotAMultiple, buy_hold, ceil_to, steps
+from trading.units import ceil_to
 from tredye import kafka
 
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -92,70 +93,9 @@ def _choice(value: object, choices: type, name: str) -> str:
     return text  # type: ignore[return-value]
 
 
-def _on_grid(value: Decimal, step: Decimal, name: str, code: str) -> None:
-    try:
-        steps(value, step)
-    except NotAMultiple:
-        raise OrderRejected(
-            f"{name} {value.normalize():f} is not a multiple of {step.normalize():f}", code=code
-        ) from None
-
-
-def _band(instrument: Instrument) -> tuple[Decimal, Decimal] | None:
-    """The lowest and highest acceptable limit price, or None with no reference price."""
-    return _band_around(instrument, reference_price(instrument=instrument))
-
-
-def _band_around(
-    instrument: Instrument, reference: Decimal | None
-) -> tuple[Decimal, Decimal] | None:
-    if reference is None:
-        return None
-    width = reference * instrument.price_band_pct / 100
-    tick = instrument.tick_size
-    low = (reference - width) / tick
-    high = (reference + width) / tick
-    low_ticks = max(int(low.to_integral_value(rounding="ROUND_CEILING")), 1)
-    high_ticks = int(high.to_integral_value(rounding="ROUND_FLOOR"))
-    return low_ticks * tick, high_ticks * tick
-
-
-def _check_size(instrument: Instrument, quantity: Decimal) -> None:
-    _on_grid(quantity, instrument.lot_size, "quantity", "invalid_lot_size")
-    if quantity < instrument.min_quantity:
-        raise OrderRejected(
-            f"quantity is below the minimum of {instrument.min_quantity.normalize():f}",
-            code="quantity_too_small",
-        )
-    if instrument.max_quantity is not None and quantity > instrument.max_quantity:
-        raise OrderRejected(
-            f"quantity is above the maximum of {instrument.max_quantity.normalize():f}",
-            code="quantity_too_large",
-        )
-
-
-_UNSET: Any = object()
-
-
-def _check_price(
-    instrument: Instrument, price: Decimal, name: str = "price", *, band: Any = _UNSET
-) -> None:
-    _on_grid(price, instrument.tick_size, name, "invalid_tick_size")
-    if band is _UNSET:
-        band = _band(instrument)
-    if band is not None and not band[0] <= price <= band[1]:
-        raise OrderRejected(
-            f"{name} {price.normalize():f} is outside the price band "
-            f"{band[0].normalize():f}–{band[1].normalize():f}",
-            code="price_outside_band",
-        )
-
-
-def _check_open(instrument: Instrument) -> None:
-    if instrument.status == Instrument.Status.HALTED:
-        raise OrderRejected(f"{instrument.symbol} is halted", code="instrument_halted")
-    if instrument.status != Instrument.Status.OPEN:
-        raise OrderRejected(f"{instrument.symbol} is closed", code="instrument_closed")
+def _band(instrument: Instrument) -> rules.Band | None:
+    """The band around the reference price read now."""
+    return rules.band_around(instrument, reference_price(instrument=instrument))
 
 
 def _instrument(symbol: object) -> Instrument:
@@ -171,36 +111,12 @@ def _instrument(symbol: object) -> Instrument:
     return instrument
 
 
-def max_fee_rate(instrument: Instrument) -> Decimal:
-    return max(instrument.maker_fee_rate, instrument.taker_fee_rate)
-
-
-def hold_for(
-    *,
-    instrument: Instrument,
-    side: str,
-    open_quantity: Decimal,
-    price: Decimal,
-    fee_rate: Decimal | None = None,
-) -> Decimal:
-    """What an order with this open quantity at most at `price` must hold: at the instrument's
-    highest fee rate now, or at `fee_rate` (an existing order's own, decision 0010)."""
-    if side == Order.Side.SELL:
-        return open_quantity
-    return buy_hold(
-        quantity=open_quantity,
-        price=price,
-        fee_rate=max_fee_rate(instrument) if fee_rate is None else fee_rate,
-        precision=instrument.quote.precision,
-    )
-
-
 def _outbox(*, type: str, symbol: str, seq: int, data: dict[str, Any]) -> Outbox:  # noqa: A002
     return Outbox(topic=kafka.ORDERS, key=symbol, type=type, seq=seq, ts=kafka.now_ms(), data=data)
 
 
 def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None:
-    asset = hold_asset(order.instrument, order.side)
+    asset = rules.hold_asset(order.instrument, order.side)
     try:
         ledger_post(
             entries=[
@@ -300,10 +216,10 @@ def order_place(
         instrument = cached_instrument(symbol)
         if instrument is not None and instrument.status == Instrument.Status.OPEN:
             try:
-                _check_size(instrument, quantity)
-                _check_price(instrument, price, band=None)
+                rules.check_size(instrument, quantity)
+                rules.check_price(instrument, price, None)
                 if stop_price is not None:
-                    _on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
+                    rules.check_stop_price(instrument, stop_price)
             except OrderRejected:
                 pass
             else:
@@ -326,21 +242,14 @@ def order_place(
     if placement.account_status == Account.Status.FROZEN:
         raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
     instrument = placement.instrument
-    _check_open(instrument)
-    _check_size(instrument, quantity)
-    band = _band_around(instrument, placement.reference)
+    rules.check_open(instrument)
+    rules.check_size(instrument, quantity)
+    band = rules.band_around(instrument, placement.reference)
     if price is not None:
-        _check_price(instrument, price, band=band)
+        rules.check_price(instrument, price, band)
     if stop_price is not None:
-        _on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
-    protection = None
-    if not has_limit:
-        if band is None:
-            raise OrderRejected(
-                f"{instrument.symbol} has no reference price for a market order",
-                code="no_reference_price",
-            )
-        protection = band[1] if side == Order.Side.BUY else band[0]
+        rules.check_stop_price(instrument, stop_price)
+    protection = None if has_limit else rules.protection_price(instrument, side, band)
     placed = _order_write(account, instrument, protection, fields, fast=False)
     if placed is None:
         return _placement_refused(account, symbol, fields, instrument, protection)
@@ -388,13 +297,13 @@ def _order_write(
     again with fresh rules.
     """
     side = fields["side"]
-    hold = hold_for(
+    hold = rules.hold_for(
         instrument=instrument,
         side=side,
         open_quantity=fields["quantity"],
         price=fields["price"] or protection,
     )
-    asset = hold_asset(instrument, side)
+    asset = rules.hold_asset(instrument, side)
     if hold != ceil_to(hold, asset.precision):
         raise OrderRejected(
             f"{asset.code} allows {asset.precision} decimal places; the hold {hold} has more",
@@ -435,11 +344,6 @@ def _order_write(
     order.pk = order_id
     order._state.adding = False
     return order
-
-
-def hold_asset(instrument: Instrument, side: str) -> Any:
-    """The asset an order on this side holds: the quote for a buy, the base for a sell."""
-    return instrument.quote if side == Order.Side.BUY else instrument.base
 
 
 _NO_TX = contextlib.nullcontext()
@@ -486,17 +390,17 @@ def _placement_refused(
         raise OrderRejected("only a customer account can place orders", code="unknown_account")
     if now.account_status == Account.Status.FROZEN:
         raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
-    _check_open(now.instrument)
+    rules.check_open(now.instrument)
     if _write_rules(now.instrument) != _write_rules(instrument):  # changed since the read
         raise OrderRejected(
             f"{symbol}'s trading rules changed while the order was placed; place it again",
             code="rules_changed",
         )
     if fields["price"] is not None:  # the reference price moved the band past it
-        _check_price(instrument, fields["price"], band=_band_around(instrument, now.reference))
+        rules.check_price(instrument, fields["price"], rules.band_around(instrument, now.reference))
     side = fields["side"]
-    asset = hold_asset(instrument, side)
-    hold = hold_for(
+    asset = rules.hold_asset(instrument, side)
+    hold = rules.hold_for(
         instrument=instrument,
         side=side,
         open_quantity=fields["quantity"],
@@ -546,7 +450,7 @@ def order_cancel(
         raise OrderNotOpen(f"order {order.pk} is {order.status}")
     reduce_by = _decimal(quantity, "quantity", required=False)
     if reduce_by is not None:
-        _on_grid(reduce_by, order.instrument.lot_size, "quantity", "invalid_lot_size")
+        rules.on_grid(reduce_by, order.instrument.lot_size, "quantity", "invalid_lot_size")
     _command(
         order,
         type=CANCEL,
@@ -576,17 +480,17 @@ def order_replace(
     if order.type not in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
         raise OrderRejected("only limit orders can be replaced", code="not_replaceable")
     instrument = order.instrument
-    _check_open(instrument)
+    rules.check_open(instrument)
     new_quantity = _decimal(quantity, "quantity", required=True)
     new_price = _decimal(price, "price", required=False) or order.price
-    _check_size(instrument, new_quantity)
+    rules.check_size(instrument, new_quantity)
     if new_quantity <= order.filled_quantity:
         raise OrderRejected(
             "the new quantity must exceed what is already filled", code="quantity_too_small"
         )
     if new_price != order.price:
-        _check_price(instrument, new_price)
-    need = hold_for(
+        rules.check_price(instrument, new_price, _band(instrument))
+    need = rules.hold_for(
         instrument=instrument,
         side=order.side,
         open_quantity=new_quantity - order.filled_quantity,

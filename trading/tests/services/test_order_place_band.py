@@ -19,7 +19,8 @@ from marketdata.models import PriceModel
 from trading import placement
 from trading.exceptions import OrderRejected
 from trading.models import Instrument, Order
-from trading.services import _band_around, order_place
+from trading.rules import band_around
+from trading.services import order_place
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,7 +71,7 @@ def test_the_band_edges_are_the_same_on_both_paths(
     instrument, trader, path, reference, pct, tick, low, high
 ):
     market = with_reference(instrument, reference, price_band_pct=D(pct), tick_size=D(tick))
-    assert _band_around(market, D(reference)) == (D(low), D(high))
+    assert band_around(market, D(reference)) == (D(low), D(high))
     account = trader({market.quote: "1000"})
     place(account, market, reference if D(reference) % D(tick) == 0 else low, "fresh read")
     for price in (low, high):
