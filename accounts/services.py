@@ -639,6 +639,30 @@ def hold(
     Raises AccountFrozen, InsufficientFunds, InvalidAmount, UnknownAsset, UnknownAccount,
     InvalidEntry or IdempotencyConflict.
     """
+    return funds_hold(
+        account=account,
+        asset=asset,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        memo=memo,
+    )
+
+
+def funds_hold(
+    *,
+    account: Account,
+    asset: Asset | str,
+    amount: Decimal,
+    reference: str,
+    idempotency_key: str | None = None,
+    memo: str = "",
+) -> JournalEntry:
+    """`hold` inside the caller's transaction (an order's hold, written with the order).
+
+    The one way to hold funds from Python: the account is locked and a frozen account is
+    refused (AccountFrozen), as for every path that holds or moves its funds.
+    """
     request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
     return _post_flow(HOLD, account=account, asset=asset, amount=amount, **request)
 

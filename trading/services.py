@@ -19,10 +19,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.exceptions import InsufficientFunds, LedgerError
+from accounts.exceptions import AccountFrozen, InsufficientFunds, LedgerError
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account
-from accounts.services import HOLD, amount_format, flow_entry, ledger_post
+from accounts.services import amount_format, funds_hold
 from trading import rules
 from trading.exceptions import (
     ClientOrderIdConflict,
@@ -116,20 +116,16 @@ def _outbox(*, type: str, symbol: str, seq: int, data: dict[str, Any]) -> Outbox
 
 
 def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None:
-    asset = rules.hold_asset(order.instrument, order.side)
     try:
-        ledger_post(
-            entries=[
-                flow_entry(
-                    HOLD,
-                    account=account,
-                    asset=asset,
-                    amount=amount,
-                    reference=f"order {order.pk}",
-                    memo=memo,
-                )
-            ]
+        funds_hold(
+            account=account,
+            asset=rules.hold_asset(order.instrument, order.side),
+            amount=amount,
+            reference=f"order {order.pk}",
+            memo=memo,
         )
+    except AccountFrozen as error:
+        raise OrderRejected(error.detail, code="account_frozen") from None
     except InsufficientFunds as error:
         raise OrderRejected(error.detail, code="insufficient_funds") from None
     except LedgerError as error:  # e.g. an amount finer than the asset allows
