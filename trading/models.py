@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Account, Asset, amount_field
+from trading.rules import RULE_FIELDS
 from tredye import kafka
 
 
@@ -43,6 +44,9 @@ class Instrument(models.Model):
     maker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0"))
     taker_fee_rate = models.DecimalField(max_digits=8, decimal_places=6, default=Decimal("0"))
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    # Bumped by PostgreSQL whenever a rule changes (trading migration 0008), whatever path
+    # changed it: the placement write checks this one number, not the rules again.
+    rules_version = models.PositiveBigIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,15 +85,7 @@ class Instrument(models.Model):
 
     # The trading rules: changed only by `trading.reference.instrument_rules_change`, which
     # applies them to new orders only (docs/decisions/0010-reference-data.md).
-    RULES = (
-        "tick_size",
-        "lot_size",
-        "min_quantity",
-        "max_quantity",
-        "price_band_pct",
-        "maker_fee_rate",
-        "taker_fee_rate",
-    )
+    RULES = RULE_FIELDS
 
     def is_used(self) -> bool:
         """Whether any order was ever placed on it: from then on its base and quote are fixed

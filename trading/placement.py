@@ -42,7 +42,7 @@ def _table(model: type) -> str:
 _READ = f"""
 SELECT a.kind, a.status,
        i.id, i.name, i.status, i.tick_size, i.lot_size, i.min_quantity, i.max_quantity,
-       i.price_band_pct, i.maker_fee_rate, i.taker_fee_rate,
+       i.price_band_pct, i.maker_fee_rate, i.taker_fee_rate, i.rules_version,
        b.id, b.code, b.precision, q.id, q.code, q.precision,
        COALESCE(pm.last_price, pm.initial_price, bs.last_price),
        (SELECT o.id FROM {_table(Order)} o
@@ -73,8 +73,9 @@ WITH account AS (
        AND kind = '{Account.Kind.CUSTOMER.value}' AND status <> '{Account.Status.FROZEN.value}'
        FOR NO KEY UPDATE
 ), instrument AS (
-    -- The rules the order was validated against, still in force, and the price band around
-    -- the reference price now (the same rule as `services._band_around`; NULL without one).
+    -- Still open under the rules the order was validated against (one number: PostgreSQL
+    -- bumps it on any rule change), and the price band around the reference price now (the
+    -- rule of `trading.rules.band_around`; NULL without a reference).
     SELECT i.id,
            CASE WHEN r.price IS NOT NULL  -- (greatest() would skip a NULL)
                 THEN greatest(ceil((r.price - r.price * i.price_band_pct / 100) / i.tick_size), 1)
@@ -87,12 +88,7 @@ WITH account AS (
      CROSS JOIN LATERAL (
            SELECT COALESCE(pm.last_price, pm.initial_price, bs.last_price) AS price) AS r
      WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
-       AND i.tick_size = %(tick_size)s::numeric AND i.lot_size = %(lot_size)s::numeric
-       AND i.min_quantity = %(min_quantity)s::numeric
-       AND i.max_quantity IS NOT DISTINCT FROM %(max_quantity)s::numeric
-       AND i.price_band_pct = %(price_band_pct)s::numeric
-       AND i.maker_fee_rate = %(maker_fee_rate)s::numeric
-       AND i.taker_fee_rate = %(taker_fee_rate)s::numeric
+       AND i.rules_version = %(rules_version)s::bigint
 ), hold AS (
     UPDATE {_table(Balance)}
        SET available = available - %(hold)s::numeric,
@@ -134,7 +130,17 @@ WITH account AS (
            jsonb_build_object('order_id', new_order.id), %(created_at)s::timestamptz
       FROM new_order
 )
-SELECT id FROM new_order
+-- The order's id; or, when nothing was written, what each guard saw (read only then): the
+-- client order id free, the account may trade, the instrument's status and rules version,
+-- the band (as text: a JSON number would be a float).
+SELECT n.id, CASE WHEN n.id IS NULL THEN (
+    SELECT json_build_array(
+        NOT EXISTS (SELECT 1 FROM {_table(Order)} o WHERE o.account_id = %(account_id)s::bigint
+                       AND o.client_order_id = %(client_order_id)s::text),
+        EXISTS (SELECT 1 FROM account), i.status, i.rules_version,
+        (SELECT low::text FROM instrument), (SELECT high::text FROM instrument))
+      FROM {_table(Instrument)} i WHERE i.id = %(instrument_id)s::bigint) END
+  FROM (SELECT (SELECT id FROM new_order) AS id) AS n
 """  # noqa: S608 - table names from model metadata; values are bound
 )
 
@@ -200,8 +206,8 @@ def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Pla
     if row is None:
         return None
     kind, status = row[:2]
-    reference, existing = row[18:]
-    return Placement(kind, status, _instrument(symbol, row[2:18]), reference, existing)
+    reference, existing = row[19:]
+    return Placement(kind, status, _instrument(symbol, row[2:19]), reference, existing)
 
 
 # symbol -> (the instrument's columns as last read, the Instrument built from them)
@@ -228,8 +234,8 @@ def _instrument(symbol: str, columns: tuple) -> Instrument:
     if cached is not None and cached[0] == columns:
         return cached[1]
     (instrument_id, name, instrument_status, tick, lot, min_quantity) = columns[:6]
-    (max_quantity, band, maker_fee, taker_fee, base_id, base_code, base_precision) = columns[6:13]
-    (quote_id, quote_code, quote_precision) = columns[13:]
+    (max_quantity, band, maker_fee, taker_fee, rules_version) = columns[6:11]
+    (base_id, base_code, base_precision, quote_id, quote_code, quote_precision) = columns[11:]
     instrument = Instrument(
         id=instrument_id,
         symbol=symbol,
@@ -242,6 +248,7 @@ def _instrument(symbol: str, columns: tuple) -> Instrument:
         price_band_pct=band,
         maker_fee_rate=maker_fee,
         taker_fee_rate=taker_fee,
+        rules_version=rules_version,
         base=Asset(id=base_id, code=base_code, precision=base_precision),
         quote=Asset(id=quote_id, code=quote_code, precision=quote_precision),
     )
@@ -249,36 +256,51 @@ def _instrument(symbol: str, columns: tuple) -> Instrument:
     return instrument
 
 
+# What refused a write that wrote nothing, in the order they are reported.
+CLIENT_ORDER_ID, ACCOUNT, INSTRUMENT_STATUS, RULES_VERSION, BAND, FUNDS = (
+    "client_order_id",  # the account already has an order with this client order id
+    "account",  # no longer a customer account that may trade (frozen)
+    "instrument_status",  # the instrument is no longer open (`instrument_status` says what)
+    "rules_version",  # its rules changed since the order was checked against them
+    "band",  # the price is outside `band`, around the reference price of this moment
+    "funds",  # less than the hold available
+)
+
+
+@dataclass(slots=True)
+class Written:
+    """The order's id; or None and the guard that refused it, with what that guard saw."""
+
+    order_id: int | None
+    refused: str | None = None
+    instrument_status: str | None = None
+    band: tuple[Decimal, Decimal] | None = None
+
+
 def placement_write(
     *,
     order: Order,
+    rules_version: int,
     asset_id: int,
     hold: Decimal,
     memo: str,
     topic: str,
     type: str,
     ts: int,  # noqa: A002
-) -> int | None:
-    """Hold the funds and insert the order, its hold entry and outbox row; return the order id.
+) -> Written:
+    """Hold the funds and insert the order, its hold entry and outbox row, in one statement.
 
-    One statement, committed on return when the connection is in autocommit (the caller's
-    transaction otherwise). Returns None, having written nothing, when the account is no longer
-    a customer account that may trade, the instrument is no longer open under the rules in
-    `order.instrument`, the order's price is outside the price band around the reference price
-    at this moment, the balance has less than `hold` available, or the account already has an
-    order with this client order id. Raises psycopg's UniqueViolation when a racing call
-    committed an order with the same client order id after this statement began.
+    Committed on return when the connection is in autocommit (the caller's transaction
+    otherwise). Writes nothing, and says which guard refused, when the account already has an
+    order with this client order id, is no longer a customer account that may trade, the
+    instrument is no longer open or its rules are no longer `rules_version`, the order's price
+    is outside the price band around the reference price at this moment, or the balance has
+    less than `hold` available. Raises psycopg's UniqueViolation when a racing call committed
+    an order with the same client order id after this statement began.
     """
-    instrument = order.instrument
     params: dict[str, Any] = {f.column: getattr(order, f.attname) for f in _ORDER_COLUMNS}
     params |= {
-        "tick_size": instrument.tick_size,
-        "lot_size": instrument.lot_size,
-        "min_quantity": instrument.min_quantity,
-        "max_quantity": instrument.max_quantity,
-        "price_band_pct": instrument.price_band_pct,
-        "maker_fee_rate": instrument.maker_fee_rate,
-        "taker_fee_rate": instrument.taker_fee_rate,
+        "rules_version": rules_version,
         "hold": hold,
         "asset_id": asset_id,
         "memo": memo,
@@ -289,8 +311,24 @@ def placement_write(
     }
     cursor = _cursor()
     cursor.execute(_WRITE, params, prepare=True)
-    row = cursor.fetchone()
-    return None if row is None else row[0]
+    order_id, seen = cursor.fetchone()
+    if order_id is not None:
+        return Written(order_id)
+    # (no row at all: the instrument is gone, which PROTECT forbids; reported as not open)
+    id_free, account_ok, status, version, low, high = seen or (True, True, None, 0, None, None)
+    band = None if low is None else (Decimal(low), Decimal(high))
+    price = order.price
+    if not id_free:
+        return Written(None, CLIENT_ORDER_ID)
+    if not account_ok:
+        return Written(None, ACCOUNT)
+    if status != Instrument.Status.OPEN:
+        return Written(None, INSTRUMENT_STATUS, instrument_status=status)
+    if version != rules_version:
+        return Written(None, RULES_VERSION)
+    if price is not None and band is not None and not band[0] <= price <= band[1]:
+        return Written(None, BAND, band=band)
+    return Written(None, FUNDS)  # the one condition left: `available >= hold` on the balance
 
 
 def order_id_for(*, account_id: int, client_order_id: str) -> int | None:

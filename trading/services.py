@@ -35,6 +35,13 @@ from trading.exceptions import (
 from trading.lock_objects import orders_lock
 from trading.models import Instrument, Order, Outbox
 from trading.placement import (
+    ACCOUNT,
+    BAND,
+    CLIENT_ORDER_ID,
+    FUNDS,
+    INSTRUMENT_STATUS,
+    RULES_VERSION,
+    Written,
     available_balance,
     cached_instrument,
     new_order,
@@ -46,7 +53,7 @@ from trading.selectors import reference_price
 from trading.units import ceil_to
 from tredye import kafka
 
-CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CLIENT_ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 PLACE = "order.place"
 CANCEL = "order.cancel"
 REPLACE = "order.replace"
@@ -164,7 +171,7 @@ def order_place(
     _durable_guard("order_place")
     if client_order_id is None:
         client_order_id = generated_client_order_id()
-    if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID.fullmatch(client_order_id):
+    if not isinstance(client_order_id, str) or not CLIENT_ORDER_ID_RE.fullmatch(client_order_id):
         raise OrderRejected(
             "client_order_id must be 1-64 letters, digits or . _ : -",
             code="invalid_client_order_id",
@@ -219,7 +226,7 @@ def order_place(
             except OrderRejected:
                 pass
             else:
-                placed = _order_write(account, instrument, None, fields, fast=True)
+                placed, _ = _order_write(account, instrument, None, fields, fast=True)
                 if placed is not None:
                     return placed
 
@@ -246,10 +253,10 @@ def order_place(
     if stop_price is not None:
         rules.check_stop_price(instrument, stop_price)
     protection = None if has_limit else rules.protection_price(instrument, side, band)
-    placed = _order_write(account, instrument, protection, fields, fast=False)
-    if placed is None:
-        return _placement_refused(account, symbol, fields, instrument, protection)
-    return placed
+    placed, written = _order_write(account, instrument, protection, fields, fast=False)
+    if placed is not None:
+        return placed
+    return _placement_refused(account, symbol, fields, instrument, protection, written)
 
 
 def generated_client_order_id() -> str:
@@ -286,11 +293,12 @@ def _order_write(
     fields: dict[str, Any],
     *,
     fast: bool,
-) -> Order | None:
-    """Compute the hold and write the order (`placement_write`); None if nothing was written.
+) -> tuple[Order | None, Written]:
+    """Compute the hold and write the order (`placement_write`): the order, or None and what
+    refused it (a racing call's committed client order id is reported as that guard).
 
-    `fast` (rules from the cache): a value the database refuses is also None, to be decided
-    again with fresh rules.
+    `fast` (rules from the cache): a value the database refuses is also a refusal, to be
+    decided again with fresh rules.
     """
     side = fields["side"]
     hold = rules.hold_for(
@@ -318,8 +326,9 @@ def _order_write(
     try:
         # In a test's transaction the statement gets a savepoint, so a refusal leaves it usable.
         with transaction.atomic() if transaction.get_connection().in_atomic_block else _NO_TX:
-            order_id = placement_write(
+            written = placement_write(
                 order=order,
+                rules_version=instrument.rules_version,
                 asset_id=asset.pk,
                 hold=hold,
                 memo=f"{side} {instrument.symbol}",
@@ -334,12 +343,12 @@ def _order_write(
             and cause.diag.constraint_name == _CLIENT_ORDER_ID_UNIQUE
         ):
             raise OrderRejected(f"the order is invalid: {error}", code="invalid_order") from None
-        return None  # a racing call with the same id committed first: found by the caller
-    if order_id is None:
-        return None
-    order.pk = order_id
+        return None, Written(None, CLIENT_ORDER_ID)  # a racing call with the same id committed
+    if written.order_id is None:
+        return None, written
+    order.pk = written.order_id
     order._state.adding = False
-    return order
+    return order, written
 
 
 _NO_TX = contextlib.nullcontext()
@@ -354,60 +363,49 @@ def _durable_guard(name: str) -> None:
         raise RuntimeError(f"{name} commits on its own; call it outside any transaction")
 
 
-def _write_rules(instrument: Instrument) -> tuple:
-    """What `placement_write` checks is still in force (besides the status)."""
-    return (
-        instrument.pk,
-        instrument.tick_size,
-        instrument.lot_size,
-        instrument.min_quantity,
-        instrument.max_quantity,
-        instrument.price_band_pct,
-        instrument.maker_fee_rate,
-        instrument.taker_fee_rate,
-    )
-
-
 def _placement_refused(
     account: Account,
     symbol: str,
     fields: dict[str, Any],
     instrument: Instrument,
     protection: Decimal | None,
+    written: Written,
 ) -> Order:
-    """Find why `placement_write` wrote nothing: return the order a racing call with the same
-    client order id placed, or raise what changed since the read (or insufficient funds)."""
-    client_order_id = fields["client_order_id"]
-    existing = order_id_for(account_id=account.pk, client_order_id=client_order_id)
-    if existing is not None:
+    """The order a call with the same client order id placed, or the refusal of the guard
+    that refused the write (`Written.refused`), with what it saw."""
+    refused = written.refused
+    if refused == CLIENT_ORDER_ID:
+        existing = order_id_for(account_id=account.pk, client_order_id=fields["client_order_id"])
+        if existing is None:  # pragma: no cover - the guard saw it; orders are never deleted
+            raise RuntimeError(f"client order id {fields['client_order_id']!r} vanished")
         return _placed_before(existing, symbol, fields)
-    now = placement_read(account_id=account.pk, symbol=symbol, client_order_id=client_order_id)
-    if now is None or now.account_kind != Account.Kind.CUSTOMER:
-        raise OrderRejected("only a customer account can place orders", code="unknown_account")
-    if now.account_status == Account.Status.FROZEN:
+    if refused == ACCOUNT:
         raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
-    rules.check_open(now.instrument)
-    if _write_rules(now.instrument) != _write_rules(instrument):  # changed since the read
+    if refused == INSTRUMENT_STATUS:
+        rules.check_open(Instrument(symbol=symbol, status=written.instrument_status))
+    if refused == RULES_VERSION:
         raise OrderRejected(
             f"{symbol}'s trading rules changed while the order was placed; place it again",
             code="rules_changed",
         )
-    if fields["price"] is not None:  # the reference price moved the band past it
-        rules.check_price(instrument, fields["price"], rules.band_around(instrument, now.reference))
-    side = fields["side"]
-    asset = rules.hold_asset(instrument, side)
-    hold = rules.hold_for(
-        instrument=instrument,
-        side=side,
-        open_quantity=fields["quantity"],
-        price=fields["price"] or protection,
-    )
-    available = available_balance(account_id=account.pk, asset_id=asset.pk)
-    raise OrderRejected(
-        f"account #{account.pk} has {amount_format(available, asset)} available, "
-        f"{amount_format(hold, asset)} needed",
-        code="insufficient_funds",
-    )
+    if refused == BAND:
+        rules.check_price(instrument, fields["price"], written.band)
+    if refused == FUNDS:
+        side = fields["side"]
+        asset = rules.hold_asset(instrument, side)
+        hold = rules.hold_for(
+            instrument=instrument,
+            side=side,
+            open_quantity=fields["quantity"],
+            price=fields["price"] or protection,
+        )
+        available = available_balance(account_id=account.pk, asset_id=asset.pk)
+        raise OrderRejected(
+            f"account #{account.pk} has {amount_format(available, asset)} available, "
+            f"{amount_format(hold, asset)} needed",
+            code="insufficient_funds",
+        )
+    raise RuntimeError(f"placement refused by {refused!r}, which says nothing it refuses")
 
 
 def _command(order: Order, *, type: str, data: dict[str, Any]) -> None:  # noqa: A002
