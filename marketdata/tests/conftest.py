@@ -6,7 +6,13 @@ from accounts.models import Asset
 from marketdata import consumers
 from marketdata.models import PriceModel
 from trading.models import Instrument
-from trading.tests.conftest import queued_command  # noqa: F401
+from trading.tests.conftest import (  # noqa: F401
+    asset,
+    instrument,
+    order_path,
+    queued_command,
+    trader,
+)
 
 
 @pytest.fixture
@@ -27,7 +33,7 @@ def make_instrument(db):
         base, _ = Asset.objects.get_or_create(
             code=symbol.split("-")[0], defaults={"name": symbol, "precision": 8}
         )
-        instrument = Instrument.objects.create(
+        listed = Instrument.objects.create(
             symbol=symbol,
             name=f"{symbol} test",
             base=base,
@@ -37,13 +43,13 @@ def make_instrument(db):
             status=status,
         )
         PriceModel.objects.create(
-            instrument=instrument,
+            instrument=listed,
             initial_price=Decimal(price),
             annual_volatility=Decimal("0.30"),
             spread_bps=4,
             typical_size=Decimal("100") * Decimal(lot),
         )
-        return instrument
+        return listed
 
     return make
 

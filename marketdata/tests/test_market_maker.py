@@ -13,9 +13,9 @@ from kafka import KafkaProducer
 from accounts import services as ledger
 from accounts.selectors import ledger_verify
 from marketdata.feed import Quote as Tick
+from marketdata.maker import BUY, SELL, MakerConfig, quotes_plan
 from marketdata.models import PriceModel
 from marketdata.services import TickPublisher
-from trading.maker import BUY, SELL, MakerConfig, quotes_plan
 from trading.models import Order, Position
 from trading.services import order_place
 from trading.tests.conftest import manage, settled, wait_for

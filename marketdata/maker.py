@@ -23,6 +23,7 @@ from itertools import count
 from django.db import DatabaseError, close_old_connections
 
 from accounts.models import Account
+from marketdata.stream import validate_tick
 from trading.exceptions import OrderNotOpen, TradingError, UnknownOrder
 from trading.models import Instrument, Order
 from trading.selectors import order_open_list, position_quantity
@@ -137,8 +138,6 @@ def _ticks(price: Decimal, tick_size: Decimal, rounding: str) -> Decimal:
 
 def tick_reference(envelope: Envelope) -> tuple[str, Decimal]:
     """The symbol and reference (last) price of a tick; raise EnvelopeError when it is bad."""
-    from marketdata.stream import validate_tick
-
     data = validate_tick(envelope)
     last = Decimal(data["last"])
     if last <= 0:

@@ -1,4 +1,4 @@
-"""Run the market maker: quote every instrument around its reference price (trading/maker.py)."""
+"""Run the market maker: quote every instrument around its reference price (marketdata/maker.py)."""
 
 import logging
 import time
@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
 from accounts.services import account_open
-from trading.maker import MakerConfig, MarketMaker, MarketMakerWorker
+from marketdata.maker import MakerConfig, MarketMaker, MarketMakerWorker
 from tredye.workers import Backoff
 
 logger = logging.getLogger(__name__)
