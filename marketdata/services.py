@@ -14,6 +14,7 @@ from kafka.errors import KafkaConnectionError, KafkaError
 
 from marketdata.feed import Quote
 from marketdata.models import PriceModel
+from trading.services import reference_prices_set
 from tredye import kafka
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,17 @@ class TickPublisher:
 
 @transaction.atomic(durable=True)
 def price_models_save(*, prices: dict[str, tuple[Decimal, Decimal]]) -> None:
-    """Remember each symbol's (last, session open) so a restarted feed carries on from there."""
+    """Remember each symbol's (last, session open) so a restarted feed carries on from there;
+    the last price is the instrument's reference price for trading's band."""
     now = timezone.now()  # update() skips auto_now; the session's day is read from it
     for symbol, (last, session_open) in prices.items():
         PriceModel.objects.filter(instrument__symbol=symbol).update(
             last_price=last, session_open=session_open, updated_at=now
         )
+    reference_prices_set(prices={symbol: last for symbol, (last, _) in prices.items()})
+
+
+def price_model_saved(sender: type, instance: PriceModel, **kwargs: object) -> None:
+    """A price model created or edited (seed data, the admin): its price is the reference."""
+    price = instance.last_price or instance.initial_price
+    reference_prices_set(prices={instance.instrument.symbol: price})

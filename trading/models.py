@@ -47,6 +47,12 @@ class Instrument(models.Model):
     # Bumped by PostgreSQL whenever a rule changes (trading migration 0008), whatever path
     # changed it: the placement write checks this one number, not the rules again.
     rules_version = models.PositiveBigIntegerField(default=1, editable=False)
+    # The price the band is centred on, as the reference feed last set it (marketdata calls
+    # `trading.services.reference_prices_set`); without one, the book's last trade is used.
+    reference_price = models.DecimalField(
+        max_digits=30, decimal_places=10, null=True, blank=True, editable=False
+    )
+    reference_price_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -30,7 +30,6 @@ from typing import Any
 from django.db import connection
 
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
-from marketdata.models import PriceModel
 from trading.models import BookState, Instrument, Order, Outbox
 from tredye.db import compact, instance_from_values, prepared_cursor
 
@@ -39,19 +38,22 @@ def _table(model: type) -> str:
     return model._meta.db_table
 
 
+# The reference price the band is centred on: the one the reference feed set, else the last
+# trade (`i` an instrument row, `bs` its book state). The one place this rule is written.
+_REFERENCE = "COALESCE(i.reference_price, bs.last_price)"
+
 _READ = f"""
 SELECT a.kind, a.status,
        i.id, i.name, i.status, i.tick_size, i.lot_size, i.min_quantity, i.max_quantity,
        i.price_band_pct, i.maker_fee_rate, i.taker_fee_rate, i.rules_version,
        b.id, b.code, b.precision, q.id, q.code, q.precision,
-       COALESCE(pm.last_price, pm.initial_price, bs.last_price),
+       {_REFERENCE},
        (SELECT o.id FROM {_table(Order)} o
          WHERE o.account_id = a.id AND o.client_order_id = %(client_order_id)s)
   FROM {_table(Account)} a
   JOIN {_table(Instrument)} i ON i.symbol = %(symbol)s
   JOIN {_table(Asset)} b ON b.id = i.base_id
   JOIN {_table(Asset)} q ON q.id = i.quote_id
-  LEFT JOIN {_table(PriceModel)} pm ON pm.instrument_id = i.id
   LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
  WHERE a.id = %(account_id)s
 """  # noqa: S608 - table names from model metadata; values are bound
@@ -83,10 +85,8 @@ WITH account AS (
            floor((r.price + r.price * i.price_band_pct / 100) / i.tick_size)
              * i.tick_size AS high
       FROM {_table(Instrument)} i
-      LEFT JOIN {_table(PriceModel)} pm ON pm.instrument_id = i.id
       LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
-     CROSS JOIN LATERAL (
-           SELECT COALESCE(pm.last_price, pm.initial_price, bs.last_price) AS price) AS r
+     CROSS JOIN LATERAL (SELECT {_REFERENCE} AS price) AS r
      WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
        AND i.rules_version = %(rules_version)s::bigint
 ), hold AS (
@@ -144,6 +144,11 @@ SELECT n.id, CASE WHEN n.id IS NULL THEN (
 """  # noqa: S608 - table names from model metadata; values are bound
 )
 
+_REFERENCE_OF = f"""
+SELECT {_REFERENCE} FROM {_table(Instrument)} i
+  LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+ WHERE i.id = %s
+"""  # noqa: S608 - table names from model metadata; values are bound
 _EXISTING = f"SELECT id FROM {_table(Order)} WHERE account_id = %s AND client_order_id = %s"  # noqa: S608
 _AVAILABLE = f"SELECT available FROM {_table(Balance)} WHERE account_id = %s AND asset_id = %s"  # noqa: S608
 
@@ -335,6 +340,14 @@ def order_id_for(*, account_id: int, client_order_id: str) -> int | None:
     """The id of the account's order with this client order id, if any."""
     cursor = _cursor()
     cursor.execute(_EXISTING, (account_id, client_order_id))
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def reference_price_read(*, instrument_id: int) -> Decimal | None:
+    """The instrument's reference price now (None without a feed's price or a trade)."""
+    cursor = _cursor()
+    cursor.execute(_REFERENCE_OF, (instrument_id,))
     row = cursor.fetchone()
     return None if row is None else row[0]
 

@@ -1,14 +1,16 @@
 """The trading rules, in one place: pure functions of an instrument's rules and an order.
 
-Which fields are an instrument's rules, the tick/lot/size checks, the reference price and the
-price band around it, the protection price of a market order, the fee rates an order pays,
-and how much an order holds, of which asset. Placement, replace, cancel, the matcher, the
-market maker and the ledger checks call these; nothing here reads the database (a caller
-passes what it read). A refusal raises `OrderRejected` with its code.
+Which fields are an instrument's rules, the tick/lot/size checks, the price band around the
+reference price (which placement's SQL reads: `placement._REFERENCE`), the protection price of
+a market order, the fee rates an order pays, and how much an order holds, of which asset.
+Placement, replace, cancel, the matcher, the market maker and the ledger checks call these;
+nothing here reads the database (a caller passes what it read). A refusal raises
+`OrderRejected` with its code.
 
 Where SQL must enforce a rule atomically (the one-statement placement write), it does not
 restate it: it checks that the instrument's `rules_version` is the one the order was checked
-against, and that the reference price is the one its band was computed from.
+against. (The band is still computed a second time in that SQL, around the reference price of
+the moment; issue 11 is to remove that.)
 """
 
 from __future__ import annotations
@@ -105,19 +107,7 @@ def check_stop_price(instrument: Rules, stop_price: Decimal) -> None:
     on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
 
 
-# --- the reference price and the band ----------------------------------------------------
-
-
-def reference_price(
-    *, feed_last: Decimal | None, feed_initial: Decimal | None, book_last: Decimal | None
-) -> Decimal | None:
-    """The price the band is centred on: the reference feed's last price (its initial price
-    before its first tick), else the instrument's last trade; None without either."""
-    if feed_last is not None:
-        return feed_last
-    if feed_initial is not None:
-        return feed_initial
-    return book_last
+# --- the band (around the reference price: trading.placement's `_REFERENCE`) ---------------
 
 
 def band_around(instrument: Rules, reference: Decimal | None) -> Band | None:

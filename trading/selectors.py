@@ -9,24 +9,15 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
-from trading.models import BookState, Instrument, Order, Outbox, Position, Trade
+from trading.models import Instrument, Order, Outbox, Position, Trade
+from trading.placement import reference_price_read
 from tredye import kafka
 from tredye.status import Degraded
 
 
 def reference_price(*, instrument: Instrument) -> Decimal | None:
-    """The price the band is centred on: the feed's last price, else the last trade."""
-    try:
-        model = instrument.price_model  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - no price model (RelatedObjectDoesNotExist)
-        model = None
-    if model is not None:
-        return model.last_price or model.initial_price
-    try:
-        state = instrument.book_state
-    except BookState.DoesNotExist:
-        return None
-    return state.last_price
+    """The price the band is centred on now: the reference feed's, else the last trade."""
+    return reference_price_read(instrument_id=instrument.pk)
 
 
 def order_list(*, account: Account, open_only: bool = False, limit: int = 100) -> QuerySet[Order]:

@@ -539,6 +539,21 @@ def day_orders_expire(*, symbols: list[str] | None = None) -> list[str]:
     return chosen
 
 
+def reference_prices_set(*, prices: dict[str, Decimal]) -> int:
+    """Set instruments' reference prices (the reference feed calls this as it saves its prices;
+    in the caller's transaction). Returns how many instruments it set; unknown symbols and
+    prices that are not positive are skipped."""
+    now = timezone.now()
+    done = 0
+    for symbol, price in prices.items():
+        if price is None or not price > 0:
+            continue
+        done += Instrument.objects.filter(symbol=symbol).update(
+            reference_price=price, reference_price_at=now
+        )
+    return done
+
+
 @transaction.atomic(durable=True)
 def instrument_status_set(*, symbol: str, status: str) -> Instrument:
     """Halt, resume or close an instrument. Raises UnknownInstrument or TradingError."""

@@ -14,13 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = {"tredye": 0, "accounts": 1, "trading": 2, "marketdata": 3}
 ROOTS = {"tredye.urls", "tredye.asgi", "tredye.celery"}
-# Upward imports still to remove, each with its reason. The test fails when one is gone (drop
-# it here) or a new one appears.
-KNOWN = {
-    # the price band's reference price is still read from the feed's price model in the
-    # placement SQL; trading is to own the reference price (issue 11)
-    ("trading.placement", "marketdata.models"),
-}
+# Upward imports still to remove, each with its reason (none left). The test fails when one is
+# gone (drop it here) or a new one appears.
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

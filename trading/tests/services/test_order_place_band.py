@@ -20,7 +20,7 @@ from trading import placement
 from trading.exceptions import OrderRejected
 from trading.models import Instrument, Order
 from trading.rules import band_around
-from trading.services import order_place
+from trading.services import order_place, reference_prices_set
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,7 +90,7 @@ def test_the_band_follows_the_reference_price_of_the_moment(instrument, trader, 
     market = with_reference(instrument, "100.00")  # band 90.00-110.00
     account = trader({market.quote: "1000"})
     place(account, market, "109.00", path)
-    PriceModel.objects.filter(instrument=market).update(last_price=D("90.00"))  # 81.00-99.00
+    reference_prices_set(prices={market.symbol: D("90.00")})  # 81.00-99.00, as the feed does
     with pytest.raises(OrderRejected) as refused:
         place(account, market, "105.00", path)
     assert refused.value.code == "price_outside_band"

@@ -20,7 +20,7 @@ from trading import placement
 from trading.exceptions import OrderRejected
 from trading.models import Instrument, Order
 from trading.rules import hold_asset, hold_for
-from trading.services import PLACE, order_place
+from trading.services import PLACE, order_place, reference_prices_set
 from trading.tests.test_views import snapshot
 from tredye import kafka
 
@@ -157,7 +157,7 @@ def test_rules_changed_since_the_order_was_checked(trader, banded, how):
 
 def test_a_price_the_reference_moved_out_of_the_band(trader, banded):
     account = trader({banded.quote: "100"})
-    PriceModel.objects.filter(instrument=banded).update(last_price=D("20.00"))
+    reference_prices_set(prices={banded.symbol: D("20.00")})
     before = snapshot()
     written = write(account, banded)
     assert (written.refused, written.band) == (placement.BAND, (D("18.00"), D("22.00")))
@@ -183,7 +183,7 @@ def _fee(market, account):
 
 
 def _reference(market, account):
-    PriceModel.objects.filter(instrument=market).update(last_price=D("20.00"))
+    reference_prices_set(prices={market.symbol: D("20.00")})
 
 
 def _withdraw(market, account):
