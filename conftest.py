@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -121,7 +122,34 @@ def start_test_process(process_env: dict[str, str], tmp_path: Path):
 
 
 def manage(*args: str) -> list[str]:
+    """The command line of a management command, run as its own process."""
     return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+def race(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(0) … work(count - 1) in threads released together; return, per thread, what it
+    returned or the exception it raised. Each thread closes its own database connection."""
+    from django.db import connections
+
+    barrier = threading.Barrier(count)
+    outcomes: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            outcomes[index] = work(index)
+        except BaseException as error:  # noqa: BLE001 - the test looks at it
+            outcomes[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung (deadlock?)"
+    return outcomes
 
 
 def daphne_command(port: int) -> list[str]:

@@ -228,6 +228,11 @@ def cached_instrument(symbol: str) -> Instrument | None:
     return None if cached is None else cached[1]
 
 
+def instrument_cache_clear() -> None:
+    """Forget the instruments this process has read: the next priced order reads afresh."""
+    _INSTRUMENTS.clear()
+
+
 def _instrument(symbol: str, columns: tuple) -> Instrument:
     """The instrument with these columns: the one built last time if they have not changed.
 

@@ -141,6 +141,13 @@ def _attnames(model: type[Model]) -> tuple[str, ...]:
     return names
 
 
+# psycopg caches the conversion of a statement's `%(name)s` placeholders only for statements of
+# at most this many bytes and parameters (psycopg 3.3's `_queries` limits; tredye/tests
+# checks these against the pinned psycopg, the one place that reads its internals).
+STATEMENT_CACHE_MAX_BYTES = 4096
+STATEMENT_CACHE_MAX_PARAMS = 50
+
+
 def compact(sql: str) -> str:
     """`sql` without its `--` comments and runs of whitespace.
 

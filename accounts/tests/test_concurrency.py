@@ -9,39 +9,22 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 
 from accounts import services
 from accounts.exceptions import InsufficientFunds
 from accounts.models import EntryKind, JournalEntry
 from accounts.tests.conftest import new_key
 from accounts.tests.helpers import assert_ledger_sound, balance_of
+from conftest import race as race_outcomes
 
 THREADS = 12
 CALLS_PER_THREAD = 15
 
 
 def race(threads: int, work: Callable[[int], None]) -> list[BaseException]:
-    """Run work(n) in n threads released together; return what any of them raised."""
-    barrier = threading.Barrier(threads)
-    errors: list[BaseException] = []
-
-    def run(n: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            work(n)
-        except BaseException as error:  # the test reports it
-            errors.append(error)
-        finally:
-            connections.close_all()  # this thread's own connection
-
-    pool = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in pool), "a thread hung (deadlock?)"
-    return errors
+    """What any of `threads` racing calls of work(n) raised."""
+    outcomes = race_outcomes(threads, work)
+    return [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,15 +14,12 @@ from django.test import override_settings
 
 from accounts import services as ledger
 from accounts.models import Account, Asset
+from conftest import manage  # noqa: F401 - tests import it from here too
 from trading.models import Instrument, Order
 
 _symbols = itertools.count(1)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 D = Decimal
-
-
-def manage(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "manage.py"), *args]
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ text is short enough and has few enough parameters; then the conversion is cache
 import re
 
 import pytest
-from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 
 from trading import placement
+from tredye.db import STATEMENT_CACHE_MAX_BYTES, STATEMENT_CACHE_MAX_PARAMS
 
 
 @pytest.mark.parametrize("name", ["_READ", "_WRITE"])
 def test_order_place_statements_are_cached_by_psycopg(name):
     text = getattr(placement, name)
-    assert len(text.encode()) <= MAX_CACHED_STATEMENT_LENGTH
-    assert len(set(re.findall(r"%\((\w+)\)[sbt]", text))) <= MAX_CACHED_STATEMENT_PARAMS
+    assert len(text.encode()) <= STATEMENT_CACHE_MAX_BYTES
+    assert len(set(re.findall(r"%\((\w+)\)[sbt]", text))) <= STATEMENT_CACHE_MAX_PARAMS

@@ -34,7 +34,7 @@ def path(request):
 
 def place(account, market, price, path, side="buy"):
     if path == "fresh read":
-        placement._INSTRUMENTS.clear()
+        placement.instrument_cache_clear()
     return order_place(
         account=account,
         symbol=market.symbol,

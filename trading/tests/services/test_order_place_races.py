@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 
 from accounts.models import Balance
 from accounts.selectors import ledger_verify
+from conftest import race as race_outcomes
 from trading.exceptions import OrderRejected
 from trading.models import Order, Outbox
 from trading.services import order_place
@@ -19,24 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def race(count: int, place) -> list[object]:
-    results: list[object] = [None] * count
-    start = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        start.wait()
-        try:
-            results[index] = place(index)
-        except OrderRejected as error:
-            results[index] = error.code
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results
+    """Each racing call's order, or the code it was refused with."""
+    return [
+        outcome.code if isinstance(outcome, OrderRejected) else outcome
+        for outcome in race_outcomes(count, place)
+    ]
 
 
 def test_concurrent_buys_never_hold_more_than_available(instrument, trader):
