@@ -1,6 +1,6 @@
 """A price-time-priority limit order book for one instrument.
 
-Layout, chosen for CPython speed (README.md has the measurements):
+Layout, chosen for CPython speed (docs/performance/engine.md has the measurements):
 
 - Each side is a dict ``price -> _Level`` plus a sorted list of keys (``price`` for bids,
   ``-price`` for asks), so the best level of either side is ``keys[-1]``: a new level is
