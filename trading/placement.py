@@ -31,6 +31,7 @@ from django.db import connection
 
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
 from trading.models import BookState, Instrument, Order, Outbox
+from trading.rules import fee_rates
 from tredye.db import compact, instance_from_values, prepared_cursor
 
 
@@ -165,18 +166,14 @@ def new_order(*, account: Account, instrument: Instrument, **values: Any) -> Ord
     Django's field-by-field `__init__` (a fifth of `order_place`'s Python; see
     `tredye.db.instance_from_values`). A test checks it equals the row it becomes.
 
-    The order records the instrument's fee rates as validated (those `placement_write` checks
-    are still in force): its hold covers them and its fills pay them, whatever the rates
-    become later (docs/decisions/0010-reference-data.md).
+    The order records the instrument's fee rates as validated (the rules version
+    `placement_write` checks keeps them in force): its hold covers them and its fills pay
+    them, whatever the rates become later (docs/decisions/0010-reference-data.md).
     """
-    rates = {
-        "maker_fee_rate": instrument.maker_fee_rate,
-        "taker_fee_rate": instrument.taker_fee_rate,
-    }
     order = instance_from_values(
         Order,
         _ORDER_DEFAULTS
-        | rates
+        | fee_rates(instrument)
         | values
         | {"account_id": account.pk, "instrument_id": instrument.pk},
         related={"account": account, "instrument": instrument},
