@@ -43,6 +43,17 @@ from trading.engine import Order as EngineOrder
 from trading.engine import OrderType as EngineType
 from trading.engine import Side as EngineSide
 from trading.engine import TimeInForce as EngineTif
+from trading.matching.commands import (
+    BOOK_COMMANDS,
+    CANCEL,
+    EXPIRE_DAY,
+    PLACE,
+    REPLACE,
+    RULES_CHANGE,
+    Command,
+    command_decode,
+)
+from trading.messages import order_message
 from trading.models import (
     BookState,
     Instrument,
@@ -54,9 +65,7 @@ from trading.models import (
 )
 from trading.models import Trade as TradeRow
 from trading.outbox import Lanes, Relay, outbox_id
-from trading.reference import RULES, RULES_CHANGE
 from trading.rules import hold_asset
-from trading.services import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.units import ZERO, NotAMultiple, buy_hold, fee, fill_amount, plain, steps
 from tredye import db, kafka
 from tredye.db import compact, instances_fetch, prepared_cursor, select_columns
@@ -78,110 +87,6 @@ _TIF = {
 _OPEN = (Order.Status.NEW, Order.Status.PARTIALLY_FILLED)
 # Why the matcher closes an order that is off the book's grid (a tick or lot size changed).
 RULES_CHANGED = "rules_changed"
-
-
-# Commands that name a book, not an order.
-_BOOK_COMMANDS = (EXPIRE_DAY, RULES_CHANGE)
-
-
-class CommandError(EnvelopeError):
-    """A command that can never be applied (dead-lettered)."""
-
-
-@dataclass(slots=True)
-class Command:
-    kind: str
-    symbol: str
-    order_id: int
-    seq: int = 0
-    quantity: Decimal | None = None
-    price: Decimal | None = None
-    extra_hold: Decimal = ZERO
-    partition: int = 0
-    offset: int = 0
-    record: Any = None
-    # The outbox row the command was sent from (its record's header): the key by which the
-    # matcher applies a command at most once, whatever offset or topic it arrives on.
-    outbox_id: int | None = None
-    # An `instrument.rules` command's rules (trading/reference.py).
-    rules: dict[str, Decimal | None] | None = None
-
-
-def command_decode(raw: bytes | None) -> Command:
-    """Parse one `orders` record; raise EnvelopeError when it is not a command."""
-    envelope = kafka.decode(raw)
-    data = envelope.data
-    if envelope.type == EXPIRE_DAY:
-        # Ends the trading day of one book: every DAY order in it expires.
-        return Command(EXPIRE_DAY, envelope.key, 0)
-    if envelope.type == RULES_CHANGE:
-        return Command(RULES_CHANGE, envelope.key, 0, rules=_rules_decode(data))
-    order_id = data.get("order_id")
-    if isinstance(order_id, bool) or not isinstance(order_id, int) or not 0 < order_id < 2**63:
-        raise EnvelopeError("order_id missing or not a positive 64-bit integer")
-    if envelope.type == PLACE:
-        return Command(PLACE, envelope.key, order_id)
-    if envelope.type not in (CANCEL, REPLACE):
-        raise EnvelopeError(f"unknown command type {envelope.type!r}")
-    seq = data.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
-        raise EnvelopeError("seq missing or not a positive integer")
-
-    def number(name: str, required: bool) -> Decimal | None:
-        value = data.get(name)
-        if value is None and not required:
-            return None
-        if not isinstance(value, str):
-            raise EnvelopeError(f"{name} missing or not a decimal string")
-        try:
-            result = Decimal(value)
-        except ArithmeticError:
-            raise EnvelopeError(f"{name} is not a number") from None
-        if not result.is_finite() or result <= 0:
-            raise EnvelopeError(f"{name} must be positive")
-        return result
-
-    if envelope.type == CANCEL:
-        return Command(CANCEL, envelope.key, order_id, seq, number("quantity", False))
-    extra = data.get("extra_hold", "0")
-    try:
-        extra_hold = Decimal(extra) if isinstance(extra, str) else None
-    except ArithmeticError:
-        extra_hold = None
-    if extra_hold is None or not extra_hold.is_finite() or extra_hold < 0:
-        raise EnvelopeError("extra_hold is not a decimal string >= 0")
-    return Command(
-        REPLACE,
-        envelope.key,
-        order_id,
-        seq,
-        number("quantity", True),
-        number("price", True),
-        extra_hold,
-    )
-
-
-def _rules_decode(data: dict[str, Any]) -> dict[str, Decimal | None]:
-    """The rules of an `instrument.rules` command; raise EnvelopeError if they are not rules."""
-    rules = data.get("rules")
-    if not isinstance(rules, dict):
-        raise EnvelopeError("rules missing or not an object")
-    decoded: dict[str, Decimal | None] = {}
-    for name in RULES:
-        value = rules.get(name)
-        if value is None and name == "max_quantity":
-            decoded[name] = None
-            continue
-        try:
-            number = Decimal(value) if isinstance(value, str) else None
-        except ArithmeticError:
-            number = None
-        if number is None or not number.is_finite() or number < 0:
-            raise EnvelopeError(f"rules.{name} missing or not a decimal string >= 0")
-        decoded[name] = number
-    if not decoded["tick_size"] or not decoded["lot_size"]:
-        raise EnvelopeError("rules.tick_size and rules.lot_size must be positive")
-    return decoded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +374,7 @@ class Matcher:
                 result.orders[order.pk] = order
                 self._close(book, order, Order.Status.CANCELED, RULES_CHANGED, result)
         for command in fresh:
-            if command.kind in _BOOK_COMMANDS and command.symbol not in self.books:
+            if command.kind in BOOK_COMMANDS and command.symbol not in self.books:
                 result.dead.append((command.record, f"unknown instrument {command.symbol!r}"))
                 continue
             if command.order_id in unknown:
@@ -513,7 +418,7 @@ class Matcher:
         wanted: dict[int, Command] = {}
         for command in commands:
             book = self.book(command.symbol)
-            if command.kind in _BOOK_COMMANDS:
+            if command.kind in BOOK_COMMANDS:
                 continue  # names no order
             if book is None:
                 unknown[command.order_id] = f"unknown instrument {command.symbol!r}"
@@ -1004,29 +909,6 @@ class Matcher:
                 ledger_post(entries=result.entries)
         for book in self.books.values():
             book.dirty = False
-
-
-def order_message(order: Order) -> dict[str, Any]:
-    """An order as the account-events topic and the JSON endpoints show it."""
-    return {
-        "id": order.pk,
-        "client_order_id": order.client_order_id,
-        "symbol": order.instrument.symbol if "instrument" in order._state.fields_cache else None,
-        "instrument_id": order.instrument_id,
-        "side": order.side,
-        "type": order.type,
-        "time_in_force": order.time_in_force,
-        "post_only": order.post_only,
-        "quantity": plain(order.quantity),
-        "price": plain(order.price),
-        "stop_price": plain(order.stop_price),
-        "status": order.status,
-        "reason": order.reason,
-        "filled_quantity": plain(order.filled_quantity),
-        "average_price": plain(order.average_price),
-        "fees": plain(order.fees),
-        "held": plain(order.held),
-    }
 
 
 _UPDATE_COLUMNS = (

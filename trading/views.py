@@ -20,7 +20,7 @@ from accounts.exceptions import LedgerError
 from accounts.selectors import account_for_user
 from trading import selectors, services
 from trading.exceptions import TradingError
-from trading.matcher import order_message
+from trading.messages import order_message
 from trading.units import plain
 from tredye import ratelimit
 from tredye.api import api_view, error_response, json_body

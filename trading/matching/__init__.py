@@ -1,0 +1,1 @@
+"""The matcher, the single writer of the books: one module per job (see each module)."""
