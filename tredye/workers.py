@@ -109,6 +109,32 @@ class KafkaWorker:
         """Act on a batch of decoded records."""
         raise NotImplementedError
 
+    def decode_record(self, record: Any) -> Any:
+        """Turn one record into what `handle` takes: by default its value through `decode`.
+        Raise EnvelopeError to dead-letter it and leave it out."""
+        return self.decode(record.value)
+
+    def on_consume(self) -> None:
+        """Called each time the consumer is built again (at start and after a broker error),
+        before it is assigned: state kept per consumer starts over here."""
+
+    def assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        """Assign the consumer its partitions and their start; return them. By default every
+        partition of `topics`, from `start_at`."""
+        partitions = []
+        for name in self.topics:
+            ids = consumer.partitions_for_topic(kafka.topic(name))
+            if not ids:
+                raise KafkaError(f"no partitions for {kafka.topic(name)}")
+            partitions += [TopicPartition(kafka.topic(name), p) for p in sorted(ids)]
+            self.assigned_topic_ids[kafka.topic(name)] = kafka.topic_id(consumer, kafka.topic(name))
+        consumer.assign(partitions)
+        if self.start_at == "latest":
+            consumer.seek_to_end(*partitions)
+        else:
+            consumer.seek_to_beginning(*partitions)
+        return partitions
+
     def tick(self, now: float) -> None:
         """Called after every poll, records or not, with `time.monotonic()`."""
 
@@ -151,11 +177,12 @@ class KafkaWorker:
         )
 
     def _consume(self) -> None:
+        self.on_consume()
         kafka.ensure_topics(self.topics)
         consumer = kafka.consumer(auto_offset_reset=self.start_at, bootstrap_timeout_ms=5000)
         try:
             self.base_fetch_wait_ms = consumer._fetcher.config["fetch_max_wait_ms"]  # noqa: SLF001
-            partitions = self._assign(consumer)
+            partitions = self.assign(consumer)
             self._set_connected(True)
             self.backoff.reset()
             last_seen_connected = last_report = time.monotonic()
@@ -276,28 +303,13 @@ class KafkaWorker:
                 "%s: caught up; fetch wait back to %d ms", self.name, self.base_fetch_wait_ms
             )
 
-    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
-        partitions = []
-        for name in self.topics:
-            ids = consumer.partitions_for_topic(kafka.topic(name))
-            if not ids:
-                raise KafkaError(f"no partitions for {kafka.topic(name)}")
-            partitions += [TopicPartition(kafka.topic(name), p) for p in sorted(ids)]
-            self.assigned_topic_ids[kafka.topic(name)] = kafka.topic_id(consumer, kafka.topic(name))
-        consumer.assign(partitions)
-        if self.start_at == "latest":
-            consumer.seek_to_end(*partitions)
-        else:
-            consumer.seek_to_beginning(*partitions)
-        return partitions
-
     def _process(self, batch: dict) -> None:
         items = []
         for records in batch.values():
             for record in records:
                 self.consumed += 1
                 try:
-                    items.append(self.decode(record.value))
+                    items.append(self.decode_record(record))
                 except EnvelopeError as error:
                     self.dead_letter(record, str(error))
         if items:

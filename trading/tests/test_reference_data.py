@@ -14,7 +14,9 @@ from django.test import override_settings
 
 from accounts.models import Asset, Balance
 from accounts.selectors import ledger_verify
-from trading.matcher import RULES_CHANGED, Command, Matcher
+from trading.matching.books import RULES_CHANGED
+from trading.matching.commands import Command
+from trading.matching.matcher import Matcher
 from trading.models import Instrument, Order, Outbox, Trade
 from trading.reference import (
     RULES_CHANGE,

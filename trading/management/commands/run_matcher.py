@@ -1,8 +1,8 @@
-"""Run the matcher: the single writer of the order books (see trading/matcher.py)."""
+"""Run the matcher: the single writer of the order books (see trading/matching/)."""
 
 from django.core.management.base import BaseCommand
 
-from trading.matcher import MatcherWorker
+from trading.matching.worker import MatcherWorker
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from kafka.errors import KafkaError
 
-from trading.matcher import EVENT_TOPICS
+from trading.matching.events import EVENT_TOPICS
 from trading.outbox import Lanes, Relay
 from tredye import kafka
 from tredye.workers import Backoff, StopFlag
