@@ -31,6 +31,7 @@ from typing import Any
 from django.db import transaction
 
 from trading.exceptions import TradingError, UnknownInstrument
+from trading.matching.commands import RULES_CHANGE
 from trading.models import Instrument, Order, Outbox
 from trading.units import ceil_to, plain
 from tredye import kafka
@@ -40,8 +41,6 @@ logger = logging.getLogger(__name__)
 RULES = Instrument.RULES
 # The matcher's units: they change only while the book is empty and halted.
 GRID_RULES = ("tick_size", "lot_size")
-# The command the matcher applies to a book at its place in the sequence.
-RULES_CHANGE = "instrument.rules"
 
 
 class RulesChangeRefused(TradingError):

@@ -2,7 +2,7 @@
 
 The order services never touch the book: each validates, holds the funds, writes the order
 and an outbox row in one durable transaction. The relay produces the outbox to the `orders`
-topic after commit, and the matcher (trading/matcher.py) applies the command. See
+topic after commit, and the matcher (trading/matching/) applies the command. See
 docs/architecture.md §4 and docs/decisions/0004-order-path-exactly-once.md.
 """
 
@@ -33,6 +33,7 @@ from trading.exceptions import (
     UnknownOrder,
 )
 from trading.lock_objects import orders_lock
+from trading.matching.commands import CANCEL, EXPIRE_DAY, PLACE, REPLACE
 from trading.models import Instrument, Order, Outbox
 from trading.placement import (
     ACCOUNT,
@@ -54,10 +55,6 @@ from trading.units import ceil_to
 from tredye import kafka
 
 CLIENT_ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-PLACE = "order.place"
-CANCEL = "order.cancel"
-REPLACE = "order.replace"
-EXPIRE_DAY = "book.expire_day"
 
 
 # ---------------------------------------------------------------------------------------------

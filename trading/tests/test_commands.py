@@ -28,8 +28,8 @@ def test_an_unknown_symbol_is_a_clear_error():
 @pytest.mark.django_db
 def test_instrument_rules_shows_and_changes_rules_through_the_service(instrument, capsys):
 
+    from trading.matching.commands import RULES_CHANGE
     from trading.models import Outbox
-    from trading.reference import RULES_CHANGE
 
     listed = instrument()
     call_command("instrument_rules", listed.symbol)

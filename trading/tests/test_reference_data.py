@@ -15,16 +15,15 @@ from django.test import override_settings
 from accounts.models import Asset, Balance
 from accounts.selectors import ledger_verify
 from trading.matching.books import RULES_CHANGED
-from trading.matching.commands import Command
+from trading.matching.commands import PLACE, RULES_CHANGE, Command
 from trading.matching.matcher import Matcher
 from trading.models import Instrument, Order, Outbox, Trade
 from trading.reference import (
-    RULES_CHANGE,
     InvalidRule,
     RulesChangeRefused,
     instrument_rules_change,
 )
-from trading.services import PLACE, instrument_status_set, order_place, order_replace
+from trading.services import instrument_status_set, order_place, order_replace
 from trading.tests.conftest import settled, wait_for
 from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka

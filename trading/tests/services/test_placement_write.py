@@ -18,9 +18,10 @@ from accounts.services import account_freeze, withdraw
 from marketdata.models import PriceModel
 from trading import placement
 from trading.exceptions import OrderRejected
+from trading.matching.commands import PLACE
 from trading.models import Instrument, Order
 from trading.rules import hold_asset, hold_for
-from trading.services import PLACE, order_place, reference_prices_set
+from trading.services import order_place, reference_prices_set
 from trading.tests.test_views import snapshot
 from tredye import kafka
 
