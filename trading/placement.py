@@ -31,7 +31,7 @@ from django.db import connection
 
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
 from trading.models import BookState, Instrument, Order, Outbox
-from trading.rules import fee_rates
+from trading.rules import fee_rates, references_admitting
 from tredye.db import compact, instance_from_values, prepared_cursor
 
 
@@ -77,19 +77,14 @@ WITH account AS (
        FOR NO KEY UPDATE
 ), instrument AS (
     -- Still open under the rules the order was validated against (one number: PostgreSQL
-    -- bumps it on any rule change), and the price band around the reference price now (the
-    -- rule of `trading.rules.band_around`; NULL without a reference).
-    SELECT i.id,
-           CASE WHEN r.price IS NOT NULL  -- (greatest() would skip a NULL)
-                THEN greatest(ceil((r.price - r.price * i.price_band_pct / 100) / i.tick_size), 1)
-                     * i.tick_size END AS low,
-           floor((r.price + r.price * i.price_band_pct / 100) / i.tick_size)
-             * i.tick_size AS high
-      FROM {_table(Instrument)} i
+    -- bumps it on any rule change), and the reference price of the moment one around which
+    -- the price is inside the band (`trading.rules.references_admitting`), or none.
+    SELECT i.id FROM {_table(Instrument)} i
       LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
-     CROSS JOIN LATERAL (SELECT {_REFERENCE} AS price) AS r
      WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
        AND i.rules_version = %(rules_version)s::bigint
+       AND ({_REFERENCE} IS NULL OR {_REFERENCE}
+            BETWEEN %(reference_low)s::numeric AND %(reference_high)s::numeric)
 ), hold AS (
     UPDATE {_table(Balance)}
        SET available = available - %(hold)s::numeric,
@@ -97,11 +92,7 @@ WITH account AS (
            updated_at = %(created_at)s::timestamptz
      WHERE account_id = %(account_id)s::bigint AND asset_id = %(asset_id)s::bigint
        AND available >= %(hold)s::numeric
-       AND EXISTS (SELECT 1 FROM account)
-       AND EXISTS (
-           SELECT 1 FROM instrument
-            WHERE %(price)s::numeric IS NULL OR low IS NULL
-               OR %(price)s::numeric BETWEEN low AND high)
+       AND EXISTS (SELECT 1 FROM account) AND EXISTS (SELECT 1 FROM instrument)
        -- Checked again here: the read ran before this statement. A call with the same id
        -- that commits after this statement's snapshot is caught by the unique index.
        AND NOT EXISTS (
@@ -133,17 +124,31 @@ WITH account AS (
 )
 -- The order's id; or, when nothing was written, what each guard saw (read only then): the
 -- client order id free, the account may trade, the instrument's status and rules version,
--- the band (as text: a JSON number would be a float).
+-- the reference price (as text: a JSON number would be a float).
 SELECT n.id, CASE WHEN n.id IS NULL THEN (
     SELECT json_build_array(
         NOT EXISTS (SELECT 1 FROM {_table(Order)} o WHERE o.account_id = %(account_id)s::bigint
                        AND o.client_order_id = %(client_order_id)s::text),
-        EXISTS (SELECT 1 FROM account), i.status, i.rules_version,
-        (SELECT low::text FROM instrument), (SELECT high::text FROM instrument))
-      FROM {_table(Instrument)} i WHERE i.id = %(instrument_id)s::bigint) END
+        EXISTS (SELECT 1 FROM account), i.status, i.rules_version, ({_REFERENCE})::text)
+      FROM {_table(Instrument)} i LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+     WHERE i.id = %(instrument_id)s::bigint) END
   FROM (SELECT (SELECT id FROM new_order) AS id) AS n
 """  # noqa: S608 - table names from model metadata; values are bound
 )
+
+
+def _reference_grid() -> tuple[Decimal, Decimal]:
+    """The step and the largest value of a reference price: the columns `_REFERENCE` reads."""
+    fields = [
+        Instrument._meta.get_field("reference_price"),
+        BookState._meta.get_field("last_price"),
+    ]
+    places = max(f.decimal_places for f in fields)
+    quantum = Decimal(1).scaleb(-places)
+    return quantum, Decimal(10) ** min(f.max_digits - places for f in fields) - quantum
+
+
+_REFERENCE_QUANTUM, _REFERENCE_TOP = _reference_grid()
 
 _REFERENCE_OF = f"""
 SELECT {_REFERENCE} FROM {_table(Instrument)} i
@@ -269,7 +274,7 @@ CLIENT_ORDER_ID, ACCOUNT, INSTRUMENT_STATUS, RULES_VERSION, BAND, FUNDS = (
     "account",  # no longer a customer account that may trade (frozen)
     "instrument_status",  # the instrument is no longer open (`instrument_status` says what)
     "rules_version",  # its rules changed since the order was checked against them
-    "band",  # the price is outside `band`, around the reference price of this moment
+    "band",  # the price is outside the band around `reference`, the reference of this moment
     "funds",  # less than the hold available
 )
 
@@ -281,7 +286,7 @@ class Written:
     order_id: int | None
     refused: str | None = None
     instrument_status: str | None = None
-    band: tuple[Decimal, Decimal] | None = None
+    reference: Decimal | None = None  # the reference price the band guard saw
 
 
 def placement_write(
@@ -306,7 +311,16 @@ def placement_write(
     an order with the same client order id after this statement began.
     """
     params: dict[str, Any] = {f.column: getattr(order, f.attname) for f in _ORDER_COLUMNS}
+    price = order.price
+    if price is None:  # a market order: no band to be inside (its protection price is set)
+        admitting = (Decimal(0), _REFERENCE_TOP)
+    else:
+        admitting = references_admitting(
+            order.instrument, price, quantum=_REFERENCE_QUANTUM, top=_REFERENCE_TOP
+        )
     params |= {
+        "reference_low": admitting[0],
+        "reference_high": admitting[1],
         "rules_version": rules_version,
         "hold": hold,
         "asset_id": asset_id,
@@ -322,9 +336,8 @@ def placement_write(
     if order_id is not None:
         return Written(order_id)
     # (no row at all: the instrument is gone, which PROTECT forbids; reported as not open)
-    id_free, account_ok, status, version, low, high = seen or (True, True, None, 0, None, None)
-    band = None if low is None else (Decimal(low), Decimal(high))
-    price = order.price
+    id_free, account_ok, status, version, reference = seen or (True, True, None, 0, None)
+    reference = None if reference is None else Decimal(reference)
     if not id_free:
         return Written(None, CLIENT_ORDER_ID)
     if not account_ok:
@@ -333,8 +346,8 @@ def placement_write(
         return Written(None, INSTRUMENT_STATUS, instrument_status=status)
     if version != rules_version:
         return Written(None, RULES_VERSION)
-    if price is not None and band is not None and not band[0] <= price <= band[1]:
-        return Written(None, BAND, band=band)
+    if reference is not None and not admitting[0] <= reference <= admitting[1]:
+        return Written(None, BAND, reference=reference)
     return Written(None, FUNDS)  # the one condition left: `available >= hold` on the balance
 
 

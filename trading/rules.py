@@ -9,13 +9,15 @@ nothing here reads the database (a caller passes what it read). A refusal raises
 
 Where SQL must enforce a rule atomically (the one-statement placement write), it does not
 restate it: it checks that the instrument's `rules_version` is the one the order was checked
-against. (The band is still computed a second time in that SQL, around the reference price of
-the moment; issue 11 is to remove that.)
+against, and that the reference price of the moment is one around which `band_around` admits
+the order's price (`references_admitting`, computed here from `band_around` itself).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import Any, Protocol
 
 from trading.exceptions import OrderRejected
@@ -120,6 +122,65 @@ def band_around(instrument: Rules, reference: Decimal | None) -> Band | None:
     low_ticks = max(int(((reference - width) / tick).to_integral_value(ROUND_CEILING)), 1)
     high_ticks = int(((reference + width) / tick).to_integral_value(ROUND_FLOOR))
     return low_ticks * tick, high_ticks * tick
+
+
+def references_admitting(
+    instrument: Rules, price: Decimal, *, quantum: Decimal, top: Decimal
+) -> Band:
+    """The reference prices around which `price` is inside the band: `(lowest, highest)`,
+    among multiples of `quantum` from one `quantum` to `top` (the reference's column);
+    lowest > highest when there are none.
+
+    The inverse of `band_around`, found by bisecting `band_around` itself (both edges of the
+    band rise with the reference), so SQL can check "inside the band around the reference of
+    the moment" by comparing that reference with two numbers, without a second copy of the
+    rule. Cached per price, rules and rule (`band_around` itself is part of the key): about
+    190 calls of `band_around` the first time, 3 µs after.
+    """
+    rules = tuple(getattr(instrument, name) for name in RULE_FIELDS)
+    return _references_admitting(band_around, rules, price, quantum, top)
+
+
+@lru_cache(maxsize=4096)
+def _references_admitting(
+    rule: Callable[[Rules, Decimal], Band | None],
+    rules: tuple,
+    price: Decimal,
+    quantum: Decimal,
+    top: Decimal,
+) -> Band:
+    instrument = _RuleValues(*rules)
+    last = int(top / quantum)
+
+    def band(step: int) -> Band:
+        found = rule(instrument, quantum * step)  # type: ignore[arg-type]
+        assert found is not None  # noqa: S101 - band_around gives a band around any price
+        return found
+
+    # The first reference whose band reaches up to the price, the last whose band starts at
+    # or below it (bisection over whole quanta; `band` rises with the step).
+    low, high = 1, last + 1
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if band(middle)[1] >= price else (middle + 1, high)
+    first = low
+    low, high = 0, last
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if band(middle)[0] <= price else (low, middle - 1)
+    if first > last or low < 1:
+        return top, Decimal(0)  # no reference admits it
+    return quantum * first, quantum * low
+
+
+class _RuleValues:
+    """An instrument's rule values by name (what `band_around` reads), for the cache."""
+
+    __slots__ = RULE_FIELDS
+
+    def __init__(self, *values: Decimal | None) -> None:
+        for name, value in zip(RULE_FIELDS, values, strict=True):
+            setattr(self, name, value)
 
 
 def protection_price(instrument: Rules, side: str, band: Band | None) -> Decimal:

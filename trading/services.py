@@ -386,7 +386,9 @@ def _placement_refused(
             code="rules_changed",
         )
     if refused == BAND:
-        rules.check_price(instrument, fields["price"], written.band)
+        rules.check_price(
+            instrument, fields["price"], rules.band_around(instrument, written.reference)
+        )
     if refused == FUNDS:
         side = fields["side"]
         asset = rules.hold_asset(instrument, side)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.services import account_freeze, withdraw
 from marketdata.models import PriceModel
-from trading import placement
+from trading import placement, rules
 from trading.exceptions import OrderRejected
 from trading.matching.commands import PLACE
 from trading.models import Instrument, Order
@@ -161,8 +161,31 @@ def test_a_price_the_reference_moved_out_of_the_band(trader, banded):
     reference_prices_set(prices={banded.symbol: D("20.00")})
     before = snapshot()
     written = write(account, banded)
-    assert (written.refused, written.band) == (placement.BAND, (D("18.00"), D("22.00")))
+    assert (written.refused, written.reference) == (placement.BAND, D("20.00"))
     assert snapshot() == before
+
+
+def test_a_change_of_the_band_rule_reaches_both_paths(trader, banded, monkeypatch):
+    """The band is one function (`rules.band_around`): the Python check of `order_place` and
+    the placement write's SQL guard both follow a change to it, with nothing else changed."""
+    account = trader({banded.quote: "100"})
+    reference_prices_set(prices={banded.symbol: D("10.00")})
+    assert write(account, banded, client_order_id="before", price="10.50").order_id is not None
+
+    def one_percent(instrument, reference):
+        return None if reference is None else (reference * D("0.99"), reference * D("1.01"))
+
+    monkeypatch.setattr(rules, "band_around", one_percent)
+    placement.instrument_cache_clear()
+    with pytest.raises(OrderRejected) as refused:
+        order_place(account=account, symbol=banded.symbol, side="buy", quantity="1", price="10.50")
+    assert refused.value.code == "price_outside_band"
+    assert "10.5 is outside the price band 9.9–10.1" in str(refused.value)
+    before = snapshot()
+    written = write(account, banded, client_order_id="after", price="10.50")
+    assert (written.refused, written.reference) == (placement.BAND, D("10.00"))
+    assert snapshot() == before
+    assert write(account, banded, client_order_id="inside", price="10.10").order_id is not None
 
 
 def test_funds_withdrawn_meanwhile(trader, banded):
