@@ -1,4 +1,5 @@
-"""Fixtures shared by every app's tests: real processes on the real services.
+"""Fixtures shared by every app's tests: the factories of `testing.factories` (with database
+access), and real processes on the real services (`testing.helpers` has the rest).
 
 `make test` (scripts/pytest.sh) starts a private Kafka broker and exports
 KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC_PREFIX and TEST_DATABASE_NAME before pytest runs.
@@ -8,33 +9,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from testing.helpers import ROOT, daphne_command, manage, new_key, wait_for_http
 from tredye.devbroker import Broker, free_port
-
-ROOT = Path(__file__).resolve().parent
-
-
-def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before serving {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - local URL
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")
@@ -121,45 +103,6 @@ def start_test_process(process_env: dict[str, str], tmp_path: Path):
     starter.stop_all()
 
 
-def manage(*args: str) -> list[str]:
-    """The command line of a management command, run as its own process."""
-    return [sys.executable, str(ROOT / "manage.py"), *args]
-
-
-def race(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run work(0) … work(count - 1) in threads released together; return, per thread, what it
-    returned or the exception it raised. Each thread closes its own database connection."""
-    from django.db import connections
-
-    barrier = threading.Barrier(count)
-    outcomes: list[object] = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            outcomes[index] = work(index)
-        except BaseException as error:  # noqa: BLE001 - the test looks at it
-            outcomes[index] = error
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung (deadlock?)"
-    return outcomes
-
-
-def daphne_command(port: int) -> list[str]:
-    """The web process, as the Procfile runs it, on 127.0.0.1:`port`."""
-    return [
-        sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-        "tredye.asgi:application",
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def asgi_server(start_process, kafka_topics: None) -> str:
     """Daphne serving the real ASGI app on a free port; returns its base URL."""
@@ -229,3 +172,49 @@ def private_broker(tmp_path: Path) -> Iterator[Broker]:
     broker.start()
     yield broker
     broker.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Factories: each fixture is the function of the same name in testing.factories.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_asset(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_asset
+
+
+@pytest.fixture
+def make_account(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_account
+
+
+@pytest.fixture
+def make_instrument(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_instrument
+
+
+@pytest.fixture
+def make_price_model(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_price_model
+
+
+@pytest.fixture
+def make_queued_command(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_queued_command
+
+
+@pytest.fixture
+def key() -> Callable[[], str]:
+    """A fresh idempotency key per call."""
+    return new_key

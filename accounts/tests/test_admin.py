@@ -7,7 +7,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 
 from accounts.models import Account, JournalEntry
-from accounts.tests.helpers import balance_of
+from testing.helpers import balance_of
 
 pytestmark = pytest.mark.django_db
 

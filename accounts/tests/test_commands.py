@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from accounts import services
-from accounts.tests.helpers import balance_of, ledger_state
+from testing.helpers import balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
 

@@ -13,9 +13,8 @@ from django.core.management import call_command
 from accounts import services
 from accounts.exceptions import InsufficientFunds
 from accounts.models import EntryKind, JournalEntry
-from accounts.tests.conftest import new_key
-from accounts.tests.helpers import assert_ledger_sound, balance_of
-from conftest import race as race_outcomes
+from testing.helpers import assert_ledger_sound, balance_of, new_key
+from testing.helpers import race as race_outcomes
 
 THREADS = 12
 CALLS_PER_THREAD = 15

@@ -7,7 +7,7 @@ from django.db import IntegrityError, connection, transaction
 
 from accounts import services
 from accounts.models import Account, Balance, JournalEntry, Posting
-from accounts.tests.helpers import assert_ledger_sound
+from testing.helpers import assert_ledger_sound
 
 
 def insert_entry(cursor, *postings: tuple[int, int, str, str]) -> int:

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from accounts import selectors
 from accounts.models import Asset, EntryKind, JournalEntry
-from accounts.tests.helpers import assert_ledger_sound, balance_of
+from testing.helpers import assert_ledger_sound, balance_of
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.tests.conftest import TEST_PASSWORD
+from testing.factories import TEST_PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from accounts import services
 from accounts.models import Account
-from accounts.tests.conftest import TEST_PASSWORD
+from testing.factories import TEST_PASSWORD
 
 pytestmark = pytest.mark.django_db
 

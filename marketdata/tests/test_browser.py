@@ -6,7 +6,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from conftest import manage
+from testing.helpers import manage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -23,10 +23,10 @@ from channels.testing import WebsocketCommunicator
 from playwright.sync_api import expect
 from redis.exceptions import RedisError
 
-from conftest import daphne_command, manage, wait_for_http
 from marketdata.channels import group_name
 from marketdata.selectors import snapshot_key
 from marketdata.stream import StreamWorker
+from testing.helpers import daphne_command, manage, wait_for_http
 from tredye import kafka
 from tredye.asgi import application
 from tredye.devbroker import free_port, wait_for_port

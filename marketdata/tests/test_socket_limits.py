@@ -21,7 +21,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conftest import daphne_command, wait_for_http
+from testing.helpers import daphne_command, wait_for_http
 from tredye.client_ip import client_ip, scope_client_ip
 from tredye.devbroker import free_port
 

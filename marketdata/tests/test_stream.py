@@ -253,7 +253,7 @@ def test_the_stream_worker_outlives_terminated_database_connections(start_test_p
 
     from django.test import override_settings
 
-    from conftest import manage
+    from testing.helpers import manage
     from trading.tests.conftest import wait_for
     from trading.tests.test_matcher_database_loss import terminate_backends
     from tredye import status

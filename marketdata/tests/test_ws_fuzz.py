@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import daphne_command, wait_for_http
+from testing.helpers import daphne_command, wait_for_http
 from tredye.devbroker import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

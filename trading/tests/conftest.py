@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from accounts import services as ledger
 from accounts.models import Account, Asset
-from conftest import manage  # noqa: F401 - tests import it from here too
+from testing.helpers import manage  # noqa: F401 - tests import it from here too
 from trading.models import Instrument, Order
 
 _symbols = itertools.count(1)

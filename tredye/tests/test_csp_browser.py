@@ -11,8 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from accounts.tests.conftest import TEST_PASSWORD, make_account, make_asset, usd  # noqa: F401
-from marketdata.tests.conftest import make_instrument  # noqa: F401
+from testing.factories import TEST_PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -91,14 +90,13 @@ def log_in(watched: Watched, path: str, username: str, form: str) -> None:
 
 
 def test_every_page_works_under_the_content_security_policy(
-    make_instrument,  # noqa: F811
-    make_account,  # noqa: F811
-    usd,  # noqa: F811
+    make_instrument,
+    make_account,
     asgi_server,
     browser_page,
 ):
     # rows first: the browser's event loop must not be running when the ORM is used
-    make_instrument("AAPL")
+    make_instrument("AAPL", price="200.00")
     trader = make_account("csp-trader").user
     admin = make_account("csp-admin").user
     get_user_model().objects.filter(pk=admin.pk).update(is_staff=True, is_superuser=True)

@@ -26,8 +26,8 @@ from django.test import Client, override_settings
 from django.utils.crypto import get_random_string
 
 from accounts import services as ledger
-from conftest import wait_for_http
 from marketdata.models import PriceModel
+from testing.helpers import wait_for_http
 from trading.models import Order, Outbox
 from trading.tests.conftest import manage, wait_for
 from tredye import kafka

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from testing.helpers import ROOT
 
 # Settings that could come from a developer's shell or .env and hide a missing default.
 PRODUCTION_KNOBS = {

@@ -9,7 +9,7 @@ import time
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from conftest import ROOT
+from testing.helpers import ROOT
 from tredye.devbroker import free_port, partition_batches
 
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT
+from testing.helpers import ROOT
 from tredye import status
 from tredye.devbroker import free_port
 

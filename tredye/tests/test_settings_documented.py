@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from testing.helpers import ROOT
 
 SETTINGS_DIR = ROOT / "tredye" / "settings"
 # Read by the test command itself, not by a running Tredye.

@@ -5,7 +5,7 @@ import pytest
 from accounts import services
 from accounts.exceptions import IdempotencyConflict
 from accounts.models import JournalEntry
-from accounts.tests.helpers import balance_of, ledger_state
+from testing.helpers import balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from accounts.exceptions import IdempotencyConflict, InsufficientFunds, InvalidA
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account, Bucket, EntryKind, JournalEntry
 from accounts.services import EntrySpec, Leg
-from accounts.tests.helpers import assert_ledger_sound, balance_of, ledger_state
+from testing.helpers import assert_ledger_sound, balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from accounts import services
 from accounts.exceptions import AccountFrozen, InsufficientFunds, InvalidAmount, InvalidEntry
 from accounts.models import Account, Asset, Bucket, EntryKind, JournalEntry
-from accounts.tests.helpers import assert_ledger_sound, balance_of, ledger_state
+from testing.helpers import assert_ledger_sound, balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import pytest
 from accounts import services
 from accounts.exceptions import AccountFrozen, InsufficientFunds, InvalidAmount, UnknownAsset
 from accounts.models import Bucket, EntryKind
-from accounts.tests.helpers import assert_ledger_sound, balance_of, ledger_state
+from testing.helpers import assert_ledger_sound, balance_of, ledger_state
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 
 from accounts.models import Balance
 from accounts.selectors import ledger_verify
-from conftest import race as race_outcomes
+from testing.helpers import race as race_outcomes
 from trading.exceptions import OrderRejected
 from trading.models import Order, Outbox
 from trading.services import order_place
