@@ -6,6 +6,8 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trading import rules
 from trading.exceptions import OrderRejected
@@ -64,6 +66,38 @@ def test_no_reference_no_band_and_no_market_order():
     band = (D("90"), D("110"))
     assert rules.protection_price(market(), "buy", band) == D("110")
     assert rules.protection_price(market(), "sell", band) == D("90")
+
+
+QUANTUM, TOP = D("1e-10"), D("1e20")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pct=st.sampled_from(["0.5", "1", "10", "50", "100", "150"]),
+    tick=st.sampled_from(["0.0001", "0.01", "0.25", "1"]),
+    price_ticks=st.integers(1, 100_000),
+    reference=st.decimals(D("0.0000000001"), D("1000000"), places=10),
+)
+def test_the_references_admitting_a_price_are_the_inverse_of_the_band(
+    pct, tick, price_ticks, reference
+):
+    """What the placement write's SQL compares the reference of the moment with: `price` is
+    inside the band around a reference exactly when the reference is inside this range."""
+    rules_ = market(price_band_pct=D(pct), tick_size=D(tick))
+    price = D(tick) * price_ticks
+    low, high = rules.references_admitting(rules_, price, quantum=QUANTUM, top=TOP)
+    for candidate in (reference, low, high, low - QUANTUM, high + QUANTUM):
+        if candidate > 0:
+            band = rules.band_around(rules_, candidate)
+            assert (band[0] <= price <= band[1]) == (low <= candidate <= high), candidate
+
+
+def test_a_price_no_reference_admits_gives_an_empty_range():
+    low, high = rules.references_admitting(market(), D("0.01"), quantum=QUANTUM, top=D("1"))
+    assert low <= high  # around 0.01 itself, say
+    assert rules.band_around(market(), D("0.01")) == (D("0.01"), D("0.01"))
+    low, high = rules.references_admitting(market(), D("500"), quantum=QUANTUM, top=D("100"))
+    assert low > high  # 500 is above every band around references up to 100
 
 
 def test_sizes_and_prices():
