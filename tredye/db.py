@@ -14,13 +14,11 @@ _ONLY_WHEN_ASKED = 2**31 - 1
 # Connections known to plan prepared statements once (see `prepared_cursor`).
 _GENERIC_PLANS: weakref.WeakSet = weakref.WeakSet()
 
-# Planner settings a process adds to its prepared statements' sessions (see `prepared_cursor`).
-# A generic plan is made from the statistics of the moment it is first needed and kept by the
-# connection: on a new venue `trading_order` is empty, and for the matcher's key lookups a
-# hash join over a sequential scan then looks cheapest — and stays, reading the whole growing
-# table on every batch. The matcher, whose every statement finds its rows by key, forbids the
-# plans that do not (`run_matcher` sets this).
-SESSION_PLANNER_SETTINGS: tuple[str, ...] = ()
+# Planner settings a Django connection adds to its sessions (see `planner_settings_set`),
+# by the connection (Django's, per thread): they outlive its database sessions, so a session
+# opened again after a failure gets them too.
+_PLANNER_SETTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEPT = "_tredye_prepared_cursor"
 
 
 class PreparedCursor:
@@ -55,7 +53,8 @@ class PreparedCursor:
 def prepared_cursor() -> PreparedCursor:
     """A cursor on Django's connection that binds server-side and prepares what it is asked to
     (`execute(..., prepare=True)`); the connection plans a prepared statement once
-    (`plan_cache_mode = force_generic_plan`).
+    (`plan_cache_mode = force_generic_plan`), under the planner settings given to it
+    (`planner_settings_set`).
 
     The cursor is the connection's own, kept for its next call (do not close it; read a result
     before the next call). Making a cursor and looking the connection up through Django's
@@ -69,7 +68,7 @@ def prepared_cursor() -> PreparedCursor:
     """
     wrapper = connections[DEFAULT_DB_ALIAS]
     raw = wrapper.connection
-    kept = wrapper.__dict__.get("_tredye_prepared_cursor")
+    kept = wrapper.__dict__.get(_KEPT)
     if kept is not None and kept[0] is raw and not raw.closed:
         return kept[1]
     if raw is not None and raw.closed and not wrapper.in_atomic_block:
@@ -85,15 +84,39 @@ def prepared_cursor() -> PreparedCursor:
     cursor = PreparedCursor(wrapper, psycopg.Cursor(raw))
     if raw not in _GENERIC_PLANS:
         cursor.execute("SET plan_cache_mode = force_generic_plan")
-        for setting in SESSION_PLANNER_SETTINGS:
+        for setting in _PLANNER_SETTINGS.get(wrapper, ()):
             cursor.execute(f"SET {setting}")
         if wrapper.in_atomic_block:
             # Kept only once the SET is committed (a rollback undoes it).
             transaction.on_commit(lambda: _GENERIC_PLANS.add(raw))
             return cursor
         _GENERIC_PLANS.add(raw)
-    wrapper.__dict__["_tredye_prepared_cursor"] = (raw, cursor)
+    wrapper.__dict__[_KEPT] = (raw, cursor)
     return cursor
+
+
+def planner_settings_set(settings: tuple[str, ...]) -> None:
+    """Set the planner settings (e.g. "enable_seqscan = off") of this thread's default
+    connection: `prepared_cursor` SETs them with `plan_cache_mode` on each database session the
+    connection opens from now on, the current one included (at its next call). A setting
+    already SET stays on its session until it ends: dropping it reaches new sessions only.
+
+    A generic plan is made from the statistics of the moment it is first needed and kept by the
+    session: on a new venue `trading_order` is empty, and for the matcher's key lookups a hash
+    join over a sequential scan then looks cheapest — and stays, reading the whole growing
+    table on every batch. The matcher, whose every statement finds its rows by key, forbids
+    the plans that do not (its worker calls this on its connection). A SET reaches every
+    statement of the session, Django's too.
+    """
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    if _PLANNER_SETTINGS.get(wrapper, ()) == tuple(settings):
+        return
+    _PLANNER_SETTINGS[wrapper] = tuple(settings)
+    # The current session was set up without them: set it up again at the next call.
+    raw = wrapper.connection
+    if raw is not None:
+        _GENERIC_PLANS.discard(raw)
+    wrapper.__dict__.pop(_KEPT, None)
 
 
 def instance_from_values(

@@ -27,6 +27,14 @@ from tredye.workers import KafkaWorker
 
 logger = logging.getLogger(__name__)
 
+# Plans by key only, whatever the tables' size when first planned (see
+# tredye.db.planner_settings_set): every statement of the matcher finds its rows by key.
+PLANNER_SETTINGS = (
+    "enable_seqscan = off",
+    "enable_hashjoin = off",
+    "enable_mergejoin = off",
+)
+
 
 class MatcherWorker(KafkaWorker):
     """Consume `orders` from checkpoint + 1, run batches, relay their events after commit."""
@@ -40,12 +48,6 @@ class MatcherWorker(KafkaWorker):
         self.only_partitions = partitions
         self.batch_size = batch_size or settings.MATCHER_BATCH_SIZE
         self.poll_timeout_ms = settings.MATCHER_POLL_TIMEOUT_MS
-        # Plans by key only, whatever the tables' size when first planned (see tredye.db).
-        db.SESSION_PLANNER_SETTINGS = (
-            "enable_seqscan = off",
-            "enable_hashjoin = off",
-            "enable_mergejoin = off",
-        )
         self.matcher = Matcher()
         self.relay = Relay(topics=EVENT_TOPICS)
         self.lanes: Lanes | None = None
@@ -72,6 +74,8 @@ class MatcherWorker(KafkaWorker):
 
     def _start(self) -> None:
         close_old_connections()
+        # On the connection of the thread that runs the loop (Django's are per thread).
+        db.planner_settings_set(PLANNER_SETTINGS)
         if self.lanes is None:
             self.lanes = Lanes()
             for topic in EVENT_TOPICS:
