@@ -243,16 +243,29 @@ def movement_entry(
     """
     resolved = asset_resolve(asset)
     exact = amount_validate(amount=amount, asset=resolved)
-    if source.pk == destination.pk and source_bucket == destination_bucket:
+    legs = (
+        Leg(source, resolved, source_bucket, -exact),
+        Leg(destination, resolved, destination_bucket, exact),
+    )
+    return _movement_validate(kind, legs, reference, idempotency_key, memo)
+
+
+def _movement_validate(
+    kind: EntryKind,
+    legs: tuple[Leg, Leg],
+    reference: str,
+    idempotency_key: str | None,
+    memo: str,
+) -> EntrySpec:
+    """The validated entry of a movement's two legs (out of one bucket, into another)."""
+    source, destination = legs
+    if source.account.pk == destination.account.pk and source.bucket == destination.bucket:
         raise InvalidEntry("source and destination are the same bucket of the same account")
     return entry_validate(
         EntrySpec(
             kind=kind,
             reference=reference,
-            legs=(
-                Leg(source, resolved, source_bucket, -exact),
-                Leg(destination, resolved, destination_bucket, exact),
-            ),
+            legs=legs,
             idempotency_key=idempotency_key,
             memo=memo,
         )
@@ -546,6 +559,34 @@ HOLD = Flow(EntryKind.HOLD, Bucket.AVAILABLE, Bucket.HELD, refused_when_frozen="
 RELEASE = Flow(EntryKind.RELEASE, Bucket.HELD, Bucket.AVAILABLE)
 
 
+def flow_legs(
+    flow: Flow,
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    external: Account | None = None,
+) -> tuple[Leg, Leg]:
+    """The two legs of one `Flow` moving a positive `amount` for `account`: out of the flow's
+    source bucket, into its destination bucket.
+
+    Pure: no look-up and no validation (`flow_entry` does both; `ledger_post` validates every
+    entry it posts). A flow from or to outside (`Flow.outside`) needs the `external` account.
+    """
+    source = destination = account
+    if flow.outside is not None:
+        if external is None:
+            raise InvalidEntry(f"a {flow.kind} flow needs the external account")
+        if flow.outside == "in":
+            source = external
+        else:
+            destination = external
+    return (
+        Leg(source, asset, flow.source_bucket, -amount),
+        Leg(destination, asset, flow.destination_bucket, amount),
+    )
+
+
 def flow_entry(
     flow: Flow,
     *,
@@ -557,25 +598,13 @@ def flow_entry(
     memo: str = "",
 ) -> EntrySpec:
     """The entry of one `Flow` for `account` (see `movement_entry` for what it raises)."""
-    source = destination = account
+    external = None
     if flow.outside is not None:
         external = platform_account_open(kind=Account.Kind.EXTERNAL)
-        if flow.outside == "in":
-            source = external
-        else:
-            destination = external
-    return movement_entry(
-        kind=flow.kind,
-        source=source,
-        source_bucket=flow.source_bucket,
-        destination=destination,
-        destination_bucket=flow.destination_bucket,
-        asset=asset,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        memo=memo,
-    )
+    resolved = asset_resolve(asset)
+    exact = amount_validate(amount=amount, asset=resolved)
+    legs = flow_legs(flow, account=account, asset=resolved, amount=exact, external=external)
+    return _movement_validate(flow.kind, legs, reference, idempotency_key, memo)
 
 
 def _post_flow(flow: Flow, *, account: Account, **request: Any) -> JournalEntry:

@@ -1,14 +1,22 @@
-"""The JSON shapes of orders as the account-events topic and the JSON endpoints show them.
+"""The JSON shapes of orders, trades and events as the topics and the JSON endpoints show them.
 
-Views, the matcher and the streams share them, so a field is added in one place.
+Views, the matcher and the streams share them, so a field is added in one place. Each function
+builds one shape from values already at hand; none reads the database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from trading.models import Order
 from trading.units import plain
+
+# The `type` of each event on the topics (an outbox row's, and the envelope's on the wire).
+TRADE = "trade"
+BOOK_DELTA = "book.delta"
+ACCOUNT_ORDERS = "account.orders"
 
 
 def order_message(order: Order) -> dict[str, Any]:
@@ -31,4 +39,64 @@ def order_message(order: Order) -> dict[str, Any]:
         "average_price": plain(order.average_price),
         "fees": plain(order.fees),
         "held": plain(order.held),
+    }
+
+
+def trade_message(
+    *,
+    symbol: str,
+    seq: int,
+    price: Decimal,
+    quantity: Decimal,
+    aggressor: str,
+    maker_order_id: int,
+    taker_order_id: int,
+    ts: int,
+) -> dict[str, Any]:
+    """A trade as the trades topic shows it: `aggressor` is the side of the incoming order
+    ("buy" or "sell"), `seq` the instrument's trade number, `ts` the engine's time (ms)."""
+    return {
+        "symbol": symbol,
+        "seq": seq,
+        "price": plain(price),
+        "quantity": plain(quantity),
+        "aggressor": aggressor,
+        "maker_order_id": maker_order_id,
+        "taker_order_id": taker_order_id,
+        "ts": ts,
+    }
+
+
+def account_trade_message(trade: dict[str, Any], *, side: str, fee: Decimal) -> dict[str, Any]:
+    """A trade (`trade_message`) as one of its two accounts sees it: its side and its fee."""
+    return trade | {"side": side, "fee": plain(fee)}
+
+
+def book_delta_message(
+    symbol: str, levels: Mapping[tuple[int, Decimal], Decimal]
+) -> dict[str, Any]:
+    """The levels of a book that changed, as the book topic shows them.
+
+    `levels` maps (side, price) to the quantity now at that price: side 1 a bid, -1 an ask (the
+    engine's `Side`), quantity 0 a level that is gone. Bids come best (highest) first, asks
+    best (lowest) first, each as [price, quantity].
+    """
+    bids = sorted(((p, q) for (s, p), q in levels.items() if s == 1), key=lambda level: -level[0])
+    asks = sorted(((p, q) for (s, p), q in levels.items() if s == -1), key=lambda level: level[0])
+    return {
+        "symbol": symbol,
+        "bids": [[plain(p), plain(q)] for p, q in bids],
+        "asks": [[plain(p), plain(q)] for p, q in asks],
+    }
+
+
+def account_orders_message(
+    account_id: int, orders: Iterable[Order], trades: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An account's orders that changed and its trades (`account_trade_message`), as the
+    account-events topic shows them."""
+    return {
+        "account_id": account_id,
+        "orders": [order_message(order) for order in orders],
+        "trades": trades,
     }

@@ -1,15 +1,13 @@
 """The outgoing events of a batch (trades, book deltas, account updates) as outbox rows;
-the relay produces them after commit. The JSON shape of an order is trading/messages.py's."""
+the relay produces them after commit. Their JSON shapes are trading/messages.py's."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 
 from trading.matching.books import Book
 from trading.matching.store import BatchResult, EventRow
-from trading.messages import order_message
-from trading.units import plain
+from trading.messages import ACCOUNT_ORDERS, BOOK_DELTA, account_orders_message, book_delta_message
 from tredye import kafka
 
 EVENT_TOPICS = (kafka.TRADES, kafka.BOOK, kafka.ACCOUNT_EVENTS)
@@ -29,24 +27,16 @@ def event_rows(
         levels = book.level_deltas
         for (side, price), qty in book.deltas.items():
             levels[(side, price * book.tick)] = qty * book.lot
-        bids = sorted(
-            ([plain(p), plain(q)] for (s, p), q in levels.items() if s == 1),
-            key=lambda level: -Decimal(level[0]),
-        )
-        asks = sorted(
-            ([plain(p), plain(q)] for (s, p), q in levels.items() if s == -1),
-            key=lambda level: Decimal(level[0]),
-        )
         book.deltas = {}
         book.level_deltas = {}
         rows.append(
             EventRow(
                 topic=kafka.BOOK,
                 key=book.symbol,
-                type="book.delta",
+                type=BOOK_DELTA,
                 seq=next_seq(kafka.BOOK, book.symbol),
                 ts=ts,
-                data={"symbol": book.symbol, "bids": bids, "asks": asks},
+                data=book_delta_message(book.symbol, levels),
             )
         )
     for account_id, orders in result.account_orders.items():
@@ -55,14 +45,12 @@ def event_rows(
             EventRow(
                 topic=kafka.ACCOUNT_EVENTS,
                 key=key,
-                type="account.orders",
+                type=ACCOUNT_ORDERS,
                 seq=next_seq(kafka.ACCOUNT_EVENTS, key),
                 ts=ts,
-                data={
-                    "account_id": account_id,
-                    "orders": [order_message(order) for order in orders.values()],
-                    "trades": result.account_trades.get(account_id, []),
-                },
+                data=account_orders_message(
+                    account_id, orders.values(), result.account_trades.get(account_id, [])
+                ),
             )
         )
     return rows

@@ -1,15 +1,19 @@
 """The order lifecycle: a command applied to its book, and what the engine's events do to
 orders (accept, fill, cancel, reject, expire, trigger, replace), their holds and releases, the
 ledger entries of fills and the positions they move. Fills, fees and positions are the pure
-functions of fills.py, fees.py and positions.py; the state it works on is the Matcher's."""
+functions of fills.py, fees.py and positions.py; the JSON of a trade is trading/messages.py's.
+`OrderLifecycle` is an object the matcher holds: the book and the batch's result are passed to
+each call; what it keeps across batches (accounts, the fees account, positions) it is given
+when made."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Context, Decimal
 
 from accounts.models import Account, Bucket, EntryKind
-from accounts.services import RELEASE, EntrySpec, Leg
+from accounts.services import RELEASE, EntrySpec, Leg, flow_legs
 from trading.engine import (
     Accepted,
     BookDelta,
@@ -34,6 +38,7 @@ from trading.matching.fees import fee_rates, trade_charges
 from trading.matching.fills import fill_apply, replace_apply
 from trading.matching.positions import position_after
 from trading.matching.store import BatchResult, EventRow, TradeFill
+from trading.messages import TRADE, account_trade_message, trade_message
 from trading.models import (
     Instrument,
     Order,
@@ -49,18 +54,26 @@ _WIDE = Context(prec=60)
 
 
 class OrderLifecycle:
-    """The order lifecycle of `Matcher` (trading/matching/matcher.py), which holds the state."""
+    """The order lifecycle of `Matcher` (trading/matching/matcher.py), which holds it.
 
-    books: dict[str, Book]
-    positions: dict[tuple[int, int], Position]
+    `account` returns the (cached) account of an id, `fees_account` the platform's fees
+    account; `positions` is the matcher's cache of positions by (account id, instrument id),
+    filled here from PostgreSQL on first use and emptied by the matcher's `reset`.
+    """
 
-    def account(self, account_id: int) -> Account:
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        account: Callable[[int], Account],
+        fees_account: Callable[[], Account],
+        positions: dict[tuple[int, int], Position],
+    ) -> None:
+        self.account = account
+        self.fees_account = fees_account
+        self.positions = positions
 
-    def _fees(self) -> Account:
-        raise NotImplementedError
-
-    def _apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
+    def apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
+        """Apply one command to its book; its effects go into `result`."""
         if command.kind == EXPIRE_DAY:
             # Only DAY orders already in the book: a re-delivery is skipped by the checkpoint.
             self._events(book, book.engine.expire_day(ts), result)
@@ -76,7 +89,7 @@ class OrderLifecycle:
                 engine_order = book.engine_order(order, order.quantity)
             except NotAMultiple:
                 # Validated under rules that changed before it reached the book.
-                self._close(book, order, Order.Status.REJECTED, RULES_CHANGED, result)
+                self.close(book, order, Order.Status.REJECTED, RULES_CHANGED, result)
                 return
             events = book.engine.submit(engine_order, ts)
             self._events(book, events, result, place_id=order.pk)
@@ -128,7 +141,7 @@ class OrderLifecycle:
             except ValueError:  # off the grid (the lot size changed): canceled whole
                 open_lots = 0
             if reduce_lots is None or reduce_lots >= open_lots:
-                self._close(book, order, Order.Status.CANCELED, "user", result)
+                self.close(book, order, Order.Status.CANCELED, "user", result)
             else:
                 order.quantity -= reduce_lots * book.lot
                 self._release_surplus(book, order, result)
@@ -176,7 +189,7 @@ class OrderLifecycle:
             elif kind is Canceled:
                 order = book.orders[event.order_id]
                 if event.remaining == 0:
-                    self._close(book, order, Order.Status.CANCELED, event.reason, result)
+                    self.close(book, order, Order.Status.CANCELED, event.reason, result)
                 else:
                     order.quantity -= event.qty * book.lot
                     self._release_surplus(book, order, result)
@@ -184,13 +197,13 @@ class OrderLifecycle:
             elif kind is Rejected:
                 order = book.orders[event.order_id]
                 if event.order_id == place_id and order.status == Order.Status.PENDING_NEW:
-                    self._close(book, order, Order.Status.REJECTED, event.reason, result)
+                    self.close(book, order, Order.Status.REJECTED, event.reason, result)
                 else:  # a refused cancel or replace: the order stays as it was
                     order.reason = event.reason
                     self._touch(order, result)
             elif kind is Expired:
                 order = book.orders[event.order_id]
-                self._close(book, order, Order.Status.EXPIRED, "day", result)
+                self.close(book, order, Order.Status.EXPIRED, "day", result)
             elif kind is Triggered:
                 order = book.orders[event.order_id]
                 order.triggered_at = now
@@ -259,17 +272,14 @@ class OrderLifecycle:
         account = self.account(order.account_id)
         asset = hold_asset(book.instrument, order.side)
         order.held -= amount
-        # The ledger's RELEASE flow (accounts/services.py), its legs built here: the amount is
-        # already exact and the accounts are the matcher's own, so flow_entry's look-ups and
-        # validation would only cost time on the hot path.
+        # The ledger's RELEASE flow (accounts/services.py) by its legs: the amount is already
+        # exact and the accounts are the matcher's own, so flow_entry's look-ups and validation
+        # would only cost time on the hot path (ledger_post validates every entry anyway).
         result.entries.append(
             EntrySpec(
                 kind=RELEASE.kind,
                 reference=f"order {order.pk}",
-                legs=(
-                    Leg(account, asset, RELEASE.source_bucket, -amount),
-                    Leg(account, asset, RELEASE.destination_bucket, amount),
-                ),
+                legs=flow_legs(RELEASE, account=account, asset=asset, amount=amount),
             )
         )
 
@@ -279,9 +289,10 @@ class OrderLifecycle:
         need = self._need(book, order, open_quantity, price)
         self._release(book, order, order.held - need, result)
 
-    def _close(
+    def close(
         self, book: Book, order: Order, status: str, reason: str, result: BatchResult
     ) -> None:
+        """Close an order that leaves its book (status and reason), releasing what it holds."""
         order.status = status
         order.reason = reason
         order.closed_at = result.now
@@ -338,7 +349,7 @@ class OrderLifecycle:
             legs.append(Leg(seller_account, instrument.quote, Bucket.PENDING, amount - seller_fee))
         if buyer_fee + seller_fee:
             legs.append(
-                Leg(self._fees(), instrument.quote, Bucket.AVAILABLE, buyer_fee + seller_fee)
+                Leg(self.fees_account(), instrument.quote, Bucket.AVAILABLE, buyer_fee + seller_fee)
             )
         result.entries.append(
             EntrySpec(
@@ -368,21 +379,21 @@ class OrderLifecycle:
         book.dirty = True
         self._position(instrument, buyer.account_id, quantity, price, result)
         self._position(instrument, seller.account_id, -quantity, price, result)
-        message = {
-            "symbol": book.symbol,
-            "seq": event.seq,
-            "price": plain(price),
-            "quantity": plain(quantity),
-            "aggressor": aggressor,
-            "maker_order_id": maker.pk,
-            "taker_order_id": taker.pk,
-            "ts": event.ts,
-        }
+        message = trade_message(
+            symbol=book.symbol,
+            seq=event.seq,
+            price=price,
+            quantity=quantity,
+            aggressor=aggressor,
+            maker_order_id=maker.pk,
+            taker_order_id=taker.pk,
+            ts=event.ts,
+        )
         result.trade_messages.append(
             EventRow(
                 topic=kafka.TRADES,
                 key=book.symbol,
-                type="trade",
+                type=TRADE,
                 seq=event.seq,
                 ts=event.ts or kafka.now_ms(),
                 data=message,
@@ -393,7 +404,7 @@ class OrderLifecycle:
             (seller.account_id, "sell", seller_fee),
         ):
             result.account_trades[account_id].append(
-                message | {"side": side, "fee": plain(own_fee)}
+                account_trade_message(message, side=side, fee=own_fee)
             )
 
     def _position(

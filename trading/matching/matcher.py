@@ -5,7 +5,8 @@ everything the batch caused in ONE transaction ("group commit"): order states, t
 entries, positions, outgoing events (as outbox rows), the commands it applied
 (`Outbox.applied_at`) and the consumed offset with the topic's id (`MatcherCheckpoint`). A
 command already applied (by its outbox id) is skipped wherever it arrives: re-delivery never
-double-fills (docs/decisions/0009). No Kafka in here: worker.py is the loop."""
+double-fills (docs/decisions/0009). What a command does to its book's orders is the
+`OrderLifecycle` it holds (lifecycle.py). No Kafka in here: worker.py is the loop."""
 
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ from tredye import kafka
 from tredye.db import instances_fetch, prepared_cursor
 
 
-class Matcher(OrderLifecycle):
+class Matcher:
     """Applies commands to books and writes their effects; no Kafka consumer in here."""
 
     def __init__(self) -> None:
         self.books: dict[str, Book] = {}
+        # Shared with the lifecycle, which fills it: emptied in place, never replaced.
         self.positions: dict[tuple[int, int], Position] = {}
         self.fees_account: Account | None = None
         self.accounts: dict[int, Account] = {}
@@ -46,6 +48,9 @@ class Matcher(OrderLifecycle):
         self.topic = kafka.topic(kafka.ORDERS)
         # The broker's id of the topic being read, written with the checkpoint.
         self.topic_id = ""
+        self.lifecycle = OrderLifecycle(
+            account=self.account, fees_account=self._fees, positions=self.positions
+        )
 
     # -- state ----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -104,7 +109,7 @@ class Matcher(OrderLifecycle):
             while book.off_grid:
                 order = book.off_grid.pop()
                 result.orders[order.pk] = order
-                self._close(book, order, Order.Status.CANCELED, RULES_CHANGED, result)
+                self.lifecycle.close(book, order, Order.Status.CANCELED, RULES_CHANGED, result)
         for command in fresh:
             if command.kind in BOOK_COMMANDS and command.symbol not in self.books:
                 result.dead.append((command.record, f"unknown instrument {command.symbol!r}"))
@@ -113,7 +118,7 @@ class Matcher(OrderLifecycle):
                 result.dead.append((command.record, unknown[command.order_id]))
                 continue
             book = self.books[command.symbol]
-            self._apply(book, command, result, ts)
+            self.lifecycle.apply(book, command, result, ts)
         self._commit(result)
         return result
 
@@ -180,7 +185,6 @@ class Matcher(OrderLifecycle):
                         self.books[command.symbol].orders[order_id] = order
         return unknown
 
-    # -- applying commands ----------------------------------------------------------------
     # -- commit ---------------------------------------------------------------------------
     def _next_seq(self, topic: str, key: str) -> int:
         seq = self.stream_seq.get((topic, key))

@@ -1,4 +1,4 @@
-"""Fills, fees, positions/P&L and replace of the matcher on their own: no database."""
+"""Fills, fees, positions/P&L, replace and releases of the matcher on their own: no database."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from accounts.exceptions import InvalidEntry
+from accounts.models import Account, Asset, Bucket, EntryKind
+from accounts.services import DEPOSIT, HOLD, RELEASE, EntrySpec, Leg, flow_legs
+from trading.matching.books import Book
 from trading.matching.fees import fee_rates, trade_charges
 from trading.matching.fills import fill_apply, replace_apply
+from trading.matching.lifecycle import OrderLifecycle
 from trading.matching.positions import position_after
+from trading.matching.store import BatchResult
 from trading.models import Order
 
 D = Decimal
@@ -191,3 +197,74 @@ def test_a_flip_realises_the_closed_part_and_opens_the_rest_at_the_fill_price(
 def test_the_average_cost_is_kept_to_18_places() -> None:
     _, cost, _ = apply(("1", "1"), ("2", "2"))
     assert cost == D("1.666666666666666667")
+
+
+# -- releases -----------------------------------------------------------------------------
+
+ACCOUNT = Account(pk=5, kind=Account.Kind.CUSTOMER)
+EXTERNAL = Account(pk=1, kind=Account.Kind.EXTERNAL)
+USD = Asset(pk=2, code="USD", precision=2)
+BTC = Asset(pk=3, code="BTC", precision=8)
+
+
+def test_a_release_moves_held_to_available_on_the_account_itself() -> None:
+    assert RELEASE.kind == EntryKind.RELEASE
+    assert flow_legs(RELEASE, account=ACCOUNT, asset=USD, amount=D("1.50")) == (
+        Leg(ACCOUNT, USD, Bucket.HELD, D("-1.50")),
+        Leg(ACCOUNT, USD, Bucket.AVAILABLE, D("1.50")),
+    )
+    assert flow_legs(HOLD, account=ACCOUNT, asset=USD, amount=D(2)) == (
+        Leg(ACCOUNT, USD, Bucket.AVAILABLE, D(-2)),
+        Leg(ACCOUNT, USD, Bucket.HELD, D(2)),
+    )
+
+
+def test_a_flow_from_outside_takes_the_external_account() -> None:
+    assert flow_legs(DEPOSIT, account=ACCOUNT, asset=USD, amount=D(7), external=EXTERNAL) == (
+        Leg(EXTERNAL, USD, Bucket.AVAILABLE, D(-7)),
+        Leg(ACCOUNT, USD, Bucket.AVAILABLE, D(7)),
+    )
+    with pytest.raises(InvalidEntry):
+        flow_legs(DEPOSIT, account=ACCOUNT, asset=USD, amount=D(7))
+
+
+def lifecycle() -> OrderLifecycle:
+    accounts = {ACCOUNT.pk: ACCOUNT}
+    return OrderLifecycle(account=accounts.__getitem__, fees_account=lambda: EXTERNAL, positions={})
+
+
+@pytest.mark.parametrize(("side", "asset"), [(Order.Side.BUY, USD), (Order.Side.SELL, BTC)])
+def test_closing_an_order_releases_its_hold_as_the_ledgers_release_flow(
+    side: str, asset: Asset
+) -> None:
+    book = Book.__new__(Book)  # only what a close reads: no engine, no database
+    book.instrument = SimpleNamespace(base=BTC, quote=USD)
+    held = order(pk=9, side=side, account_id=ACCOUNT.pk, held=D("12.5"))
+    book.orders = {held.pk: held}
+    result = BatchResult(now=NOW)
+    lifecycle().close(book, held, Order.Status.CANCELED, "user", result)
+    assert result.entries == [
+        EntrySpec(
+            kind=EntryKind.RELEASE,
+            reference="order 9",
+            legs=(
+                Leg(ACCOUNT, asset, Bucket.HELD, D("-12.5")),
+                Leg(ACCOUNT, asset, Bucket.AVAILABLE, D("12.5")),
+            ),
+        )
+    ]
+    assert (held.status, held.reason, held.held, held.closed_at) == ("canceled", "user", 0, NOW)
+    assert book.orders == {}
+    assert result.changed == {9: held}
+    assert result.account_orders[ACCOUNT.pk] == {9: held}
+
+
+def test_closing_an_order_that_holds_nothing_posts_nothing() -> None:
+    book = Book.__new__(Book)
+    book.instrument = SimpleNamespace(base=BTC, quote=USD)
+    empty = order(pk=4, account_id=ACCOUNT.pk, held=D(0))
+    book.orders = {}
+    result = BatchResult(now=NOW)
+    lifecycle().close(book, empty, Order.Status.EXPIRED, "day", result)
+    assert result.entries == []
+    assert empty.status == Order.Status.EXPIRED
