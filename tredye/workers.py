@@ -1,11 +1,14 @@
-"""The base class of every Kafka-reading loop: poll a batch, decode, handle, repeat.
+"""The bases of the long-running processes: `Worker` for any loop, `KafkaWorker` for a loop
+that reads Kafka (poll a batch, decode, handle, repeat).
 
-It owns what each loop would otherwise get wrong on its own: reconnecting with exponential
-backoff and jitter, sending a poison record to the dead-letter topic without stopping,
-`close_old_connections()` between batches, and a clean stop on SIGTERM or SIGINT.
-A concrete worker names its topics and implements `handle()` (and `tick()` for work driven by
-the clock, such as flushing). Partitions are assigned by hand: these loops own all partitions
-of their topics, so they never wait for a consumer-group rebalance.
+`Worker` owns the one stop flag and its signal setup: SIGTERM or SIGINT stop the loop cleanly,
+and a command only builds its worker, installs the handlers and runs it.
+`KafkaWorker` adds what each Kafka loop would otherwise get wrong on its own: reconnecting with
+exponential backoff and jitter, sending a poison record to the dead-letter topic without
+stopping, and `close_old_connections()` between batches.
+A concrete Kafka worker names its topics and implements `handle()` (and `tick()` for work
+driven by the clock, such as flushing). Partitions are assigned by hand: these loops own all
+partitions of their topics, so they never wait for a consumer-group rebalance.
 """
 
 from __future__ import annotations
@@ -72,10 +75,30 @@ class Backoff:
         self.attempt = 0
 
 
-class KafkaWorker:
-    """Consume the worker's topics forever; subclasses implement `handle`."""
+class Worker:
+    """A loop that runs until stopped; subclasses implement `run` and check `stop_event`."""
 
     name = "worker"
+
+    def __init__(self) -> None:
+        self.stop_event = StopFlag()
+
+    def stop(self, *_: object) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop on SIGTERM (respawn, systemd) and SIGINT (Ctrl-C); only from the main thread."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        """Run until `stop()`."""
+        raise NotImplementedError
+
+
+class KafkaWorker(Worker):
+    """Consume the worker's topics forever; subclasses implement `handle`."""
+
     topics: Sequence[str] = ()
     start_at: Literal["latest", "earliest"] = "latest"
     poll_timeout_ms = 50
@@ -85,7 +108,7 @@ class KafkaWorker:
     report_every_s = 1.0
 
     def __init__(self) -> None:
-        self.stop_event = StopFlag()
+        super().__init__()
         self.connected = False
         self.backoff = Backoff()
         self._dead_letter_producer: KafkaProducer | None = None
@@ -142,13 +165,6 @@ class KafkaWorker:
         """Called when the broker connection is lost or regained."""
 
     # -- the loop -------------------------------------------------------------------------
-    def stop(self, *_: object) -> None:
-        self.stop_event.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
-
     def run(self) -> None:
         """Run until `stop()`; reconnect with backoff whenever the broker goes away."""
         logger.info("%s starting on %s", self.name, ", ".join(kafka.topic(t) for t in self.topics))
