@@ -14,6 +14,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 # NUMERIC(38, 18): 20 integer digits and the finest precision an asset may have (18).
@@ -21,9 +22,12 @@ AMOUNT_MAX_DIGITS = 38
 AMOUNT_DECIMAL_PLACES = 18
 
 
-def amount_field(**kwargs: object) -> models.DecimalField:
+def amount_field(
+    *, default: Decimal | int | type[models.NOT_PROVIDED] = models.NOT_PROVIDED
+) -> models.DecimalField[Decimal | int | str | Combinable, Decimal]:
+    """A ledger amount: NUMERIC(38, 18), never a float."""
     return models.DecimalField(
-        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs
+        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, default=default
     )
 
 
@@ -56,11 +60,15 @@ class Asset(models.Model):
         fields = [
             relation.field
             for relation in self._meta.get_fields(include_hidden=True)
-            if relation.is_relation and relation.auto_created and not relation.concrete
+            # The reverse side of another model's foreign key (or one-to-one) to this one.
+            if isinstance(relation, models.ForeignObjectRel)
+            and relation.auto_created
+            and not relation.concrete
         ]
         # Indexed references first: postings have no index by asset (decision 0008), and a
         # used asset has a balance anyway.
-        for field in sorted(fields, key=lambda field: not field.db_index):
+        # (django-stubs omits Field.db_index, which Field.__init__ sets.)
+        for field in sorted(fields, key=lambda field: not field.db_index):  # type: ignore[attr-defined]
             if field.model._default_manager.filter(**{field.name: self.pk}).exists():
                 return True
         return False
@@ -138,7 +146,7 @@ class Account(models.Model):
         ]
 
     def __str__(self) -> str:
-        if self.kind == self.Kind.CUSTOMER and self.user_id is not None:
+        if self.kind == self.Kind.CUSTOMER and self.user is not None:
             return f"#{self.pk} {self.user.get_username()}"
         return f"#{self.pk} {self.kind}"
 

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from trading.exceptions import TradingError
 from trading.models import Instrument
-from trading.reference import GRID_RULES, RULES, book_busy, instrument_rules_change
+from trading.reference import GRID_RULES, RULES, book_busy, instrument_rules_change, rule_field
 from trading.services import instrument_status_set
 
 
@@ -43,7 +43,10 @@ class InstrumentRulesForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         for name in RULES:
-            self.fields[name] = Instrument._meta.get_field(name).formfield()
+            form_field = rule_field(name).formfield()
+            if form_field is None:  # only a field that is not editable has none
+                raise TypeError(f"the trading rule {name} is not editable")
+            self.fields[name] = form_field
         self.fields["max_quantity"].help_text = "Empty: no limit."
         for name in GRID_RULES:
             self.fields[name].help_text = "Changes only on a halted instrument without open orders."
@@ -127,7 +130,8 @@ class InstrumentAdmin(admin.ModelAdmin):
         """The rules form: it changes nothing itself, `instrument_rules_change` does."""
         instrument = self.get_object(request, unquote(object_id))
         if instrument is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            # (ModelAdmin's own "doesn't exist" redirect; private, so django-stubs omits it.)
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)  # type: ignore[attr-defined]
         if not self.has_change_permission(request, instrument):
             raise PermissionDenied
         if request.method == "POST":

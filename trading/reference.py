@@ -28,7 +28,7 @@ import logging
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 
 from trading.exceptions import TradingError, UnknownInstrument
 from trading.matching.commands import RULES_CHANGE
@@ -56,6 +56,14 @@ class InvalidRule(TradingError):
     code = "invalid_rule"
 
 
+def rule_field(name: str) -> models.DecimalField[Any, Decimal]:
+    """The model field of one trading rule: every rule is a decimal."""
+    field = Instrument._meta.get_field(name)
+    if not isinstance(field, models.DecimalField):
+        raise TypeError(f"{name!r} is not a decimal field of Instrument")
+    return field
+
+
 def _rule_value(name: str, value: object) -> Decimal | None:
     if name == "max_quantity" and (value is None or value == ""):
         return None  # no limit
@@ -65,7 +73,7 @@ def _rule_value(name: str, value: object) -> Decimal | None:
         number = Decimal(value.strip() if isinstance(value, str) else value)
     except InvalidOperation:
         raise InvalidRule(f"{name} {value!r} is not a number", code=f"invalid_{name}") from None
-    field = Instrument._meta.get_field(name)
+    field = rule_field(name)
     if not number.is_finite() or number < 0:
         raise InvalidRule(f"{name} must be a number >= 0", code=f"invalid_{name}")
     if number != round(number, field.decimal_places):

@@ -104,7 +104,7 @@ def _check_text(text: str) -> None:
 class _CsrfCheck(CsrfViewMiddleware):
     """Django's own CSRF check, run inside a view; returns the reason it refuses, or None."""
 
-    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+    def _reject(self, request: HttpRequest, reason: str) -> str:
         return reason
 
 
@@ -116,7 +116,8 @@ def csrf_refusal(request: HttpRequest) -> str | None:
     """Why Django's CSRF protection refuses `request` (None: it passes, or is a safe method)."""
     check = _CsrfCheck(_no_response)
     check.process_request(request)
-    return check.process_view(request, None, (), {})  # type: ignore[return-value]
+    # (process_view returns what _reject returns: here the reason, not a response.)
+    return check.process_view(request, _no_response, (), {})  # type: ignore[return-value]
 
 
 def api_view(

@@ -22,11 +22,6 @@ from django import db
 from django.core.signals import got_request_exception
 from django.http import HttpRequest, HttpResponse
 
-try:
-    from psycopg_pool import PoolError
-except ImportError:  # pragma: no cover - the pool is a dependency; tolerate its absence
-    PoolError = psycopg.OperationalError  # type: ignore[assignment,misc]
-
 from tredye.api import API_PATH_PREFIXES, error_response
 
 logger = logging.getLogger(__name__)
@@ -36,13 +31,13 @@ CODE = "database_unavailable"
 DETAIL = "the database is unavailable; try again shortly"
 
 # What a server restart, a terminated backend, a refused connection or an exhausted pool raises
-# (as Django's wrappers of psycopg's errors, or psycopg's own outside Django's cursors).
+# (as Django's wrappers of psycopg's errors, or psycopg's own outside Django's cursors; the
+# pool's PoolTimeout and PoolClosed are psycopg.OperationalError).
 UNAVAILABLE = (
     db.OperationalError,
     db.InterfaceError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
-    PoolError,
 )
 
 HTML = """<!doctype html>
@@ -89,7 +84,9 @@ def unavailable_response(request: HttpRequest, error: BaseException) -> HttpResp
         response = HttpResponse(HTML, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_S)
     response["Cache-Control"] = "no-store"
-    response._has_been_logged = True  # the line above is the log; not also a "Service Unavailable"
+    # The line above is the log; not also a "Service Unavailable" (django.utils.log reads this
+    # private flag, which django-stubs does not declare).
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

@@ -84,7 +84,7 @@ _QTY = 0
 _ORDER = 1
 
 
-class _Level(deque):  # type: ignore[type-arg]
+class _Level(deque):
     """Nodes at one price in time priority, possibly with dead ones (open qty 0)."""
 
     __slots__ = ("total", "limit")
@@ -181,7 +181,7 @@ def _amended(order: Order, qty: int, price: int | None, stop_price: int | None) 
     new.tif = order.tif
     new.post_only = order.post_only
     new.__class__ = Order
-    return new  # type: ignore[no-any-return]
+    return new
 
 
 class OrderBook:
@@ -374,7 +374,7 @@ class OrderBook:
             # (the side is checked here, by the dispatch on it)
             if side is _BUY:
                 if self._ask_best <= price:
-                    bound = -price
+                    bound: float = -price  # (-inf, no bound, for a market order)
                     price = None  # it crosses: the taker code below runs it
                 else:
                     levels = self._bids

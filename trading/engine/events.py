@@ -44,7 +44,7 @@ def _event(cls: type[_T]) -> type[_T]:
     for name in names:  # defaults now live in __init__; the slots must show through
         if name in frozen.__dict__:
             delattr(frozen, name)
-    return frozen  # type: ignore[return-value]
+    return frozen
 
 
 @_event

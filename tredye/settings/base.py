@@ -6,6 +6,7 @@ Each setting has a working local default so a fresh checkout runs. `.env.example
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from celery.schedules import crontab
@@ -120,7 +121,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+STATIC_ROOT: Path | None = BASE_DIR / "var" / "staticfiles"
 # npm packages (chart library and the like) are installed at setup, never committed.
 NODE_MODULES_DIR = BASE_DIR / "node_modules"
 
@@ -130,7 +131,7 @@ REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # process and in-process to every socket; the list-based layer writes one Redis list entry per
 # group member per message. Market data is latest-wins, so at-most-once delivery is the right
 # trade (see docs/decisions/0002-pubsub-channel-layer.md).
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
@@ -276,7 +277,7 @@ AXES_VERBOSE = False  # one warning line per failure and per lockout is enough
 # static/), no plugins, no framing, forms post here only. 'self' in connect-src covers the
 # WebSocket on the same host (ws: and wss:) as CSP Level 3 says; production adds wss:// for
 # each allowed host for browsers that predate it.
-CONTENT_SECURITY_POLICY = {
+CONTENT_SECURITY_POLICY: dict[str, Any] = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
