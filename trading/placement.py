@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
+from django.db.models import Model
 
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
 from trading.models import BookState, Instrument, Order, Outbox
@@ -35,7 +36,7 @@ from trading.rules import fee_rates, references_admitting
 from tredye.db import compact, instance_from_values, prepared_cursor
 
 
-def _table(model: type) -> str:
+def _table(model: type[Model]) -> str:
     return model._meta.db_table
 
 

@@ -12,10 +12,10 @@ import contextlib
 import re
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 import psycopg
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,6 +62,10 @@ CLIENT_ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # ---------------------------------------------------------------------------------------------
 
 
+@overload
+def _decimal(value: object, name: str, *, required: Literal[True]) -> Decimal: ...
+@overload
+def _decimal(value: object, name: str, *, required: bool) -> Decimal | None: ...
 def _decimal(value: object, name: str, *, required: bool) -> Decimal | None:
     if value is None or value == "":
         if required:
@@ -86,7 +90,7 @@ def _decimal(value: object, name: str, *, required: bool) -> Decimal | None:
 _CHOICE_VALUES: dict[type, frozenset[str]] = {}
 
 
-def _choice(value: object, choices: type, name: str) -> str:
+def _choice(value: object, choices: type[models.TextChoices], name: str) -> str:
     text = value.strip().lower() if isinstance(value, str) else value
     values = _CHOICE_VALUES.get(choices)
     if values is None:
@@ -94,7 +98,7 @@ def _choice(value: object, choices: type, name: str) -> str:
     if not isinstance(text, str) or text not in values:
         allowed = ", ".join(choices.values)
         raise OrderRejected(f"{name} must be one of {allowed}", code=f"invalid_{name}")
-    return text  # type: ignore[return-value]
+    return text
 
 
 def _band(instrument: Instrument) -> rules.Band | None:
@@ -298,13 +302,7 @@ def _order_write(
     decided again with fresh rules.
     """
     side = fields["side"]
-    hold = rules.hold_for(
-        instrument=instrument,
-        side=side,
-        open_quantity=fields["quantity"],
-        price=fields["price"] or protection,
-    )
-    asset = rules.hold_asset(instrument, side)
+    asset, hold = _hold_of(instrument, fields, protection)
     if hold != ceil_to(hold, asset.precision):
         raise OrderRejected(
             f"{asset.code} allows {asset.precision} decimal places; the hold {hold} has more",
@@ -348,6 +346,21 @@ def _order_write(
     return order, written
 
 
+def _hold_of(
+    instrument: Instrument, fields: dict[str, Any], protection: Decimal | None
+) -> tuple[Any, Decimal]:
+    """The asset a new order holds and how much: at its limit, a market order at its
+    protection price."""
+    limit: Decimal | None = fields["price"] or protection
+    if limit is None:  # pragma: no cover - order_place gives a market order its protection
+        raise RuntimeError("an order with neither a limit nor a protection price")
+    side = fields["side"]
+    hold = rules.hold_for(
+        instrument=instrument, side=side, open_quantity=fields["quantity"], price=limit
+    )
+    return rules.hold_asset(instrument, side), hold
+
+
 _NO_TX = contextlib.nullcontext()
 _CLIENT_ORDER_ID_UNIQUE = "order_client_id_unique_per_account"
 
@@ -379,7 +392,9 @@ def _placement_refused(
     if refused == ACCOUNT:
         raise OrderRejected(f"account #{account.pk} is frozen", code="account_frozen")
     if refused == INSTRUMENT_STATUS:
-        rules.check_open(Instrument(symbol=symbol, status=written.instrument_status))
+        # (None: the instrument is gone, which PROTECT forbids; reported as closed)
+        status = written.instrument_status or Instrument.Status.CLOSED
+        rules.check_open(Instrument(symbol=symbol, status=status))
     if refused == RULES_VERSION:
         raise OrderRejected(
             f"{symbol}'s trading rules changed while the order was placed; place it again",
@@ -390,14 +405,7 @@ def _placement_refused(
             instrument, fields["price"], rules.band_around(instrument, written.reference)
         )
     if refused == FUNDS:
-        side = fields["side"]
-        asset = rules.hold_asset(instrument, side)
-        hold = rules.hold_for(
-            instrument=instrument,
-            side=side,
-            open_quantity=fields["quantity"],
-            price=fields["price"] or protection,
-        )
+        asset, hold = _hold_of(instrument, fields, protection)
         available = available_balance(account_id=account.pk, asset_id=asset.pk)
         raise OrderRejected(
             f"account #{account.pk} has {amount_format(available, asset)} available, "
@@ -476,6 +484,8 @@ def order_replace(
     rules.check_open(instrument)
     new_quantity = _decimal(quantity, "quantity", required=True)
     new_price = _decimal(price, "price", required=False) or order.price
+    if new_price is None:  # pragma: no cover - a limit order has a price (checked above)
+        raise OrderRejected("price is required", code="missing_price")
     rules.check_size(instrument, new_quantity)
     if new_quantity <= order.filled_quantity:
         raise OrderRejected(
