@@ -4,6 +4,7 @@ balances, and the ledger read-only: no one, not even a superuser, edits or delet
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -49,8 +50,7 @@ class ReadOnlyAdminMixin:
 
 class BalanceInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Balance
-    fields = ["asset", "available", "held", "pending", "updated_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("asset", "available", "held", "pending", "updated_at")
     extra = 0
 
 
@@ -64,8 +64,9 @@ class MovementForm(forms.Form):
     # Made when the form is first shown, so submitting it twice applies the movement once.
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=100)
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("asset") is not None and data.get("amount") is not None:
             try:
                 data["amount"] = services.amount_validate(
@@ -82,14 +83,20 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["kind", "status"]
     search_fields = ["user__username", "user__email", "=id"]
     list_select_related = ["user"]
-    fields = ["kind", "user", "status", "status_reason", "status_changed_at", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "kind",
+        "user",
+        "status",
+        "status_reason",
+        "status_changed_at",
+        "created_at",
+    )
     inlines = [BalanceInline]
     actions = ["freeze", "unfreeze", "deposit", "withdraw"]
 
     @admin.display(ordering="user__username")
     def owner(self, account: Account) -> str:
-        return account.user.get_username() if account.user_id else f"({account.kind})"
+        return account.user.get_username() if account.user is not None else f"({account.kind})"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # opened at sign-up (or with the user), never by hand
@@ -173,8 +180,7 @@ class BalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Posting
-    fields = ["account", "asset", "bucket", "amount"]
-    readonly_fields = fields
+    fields = readonly_fields = ("account", "asset", "bucket", "amount")
     extra = 0
 
 
@@ -184,8 +190,7 @@ class JournalEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["reference", "memo", "=id", "postings__account__user__username"]
     date_hierarchy = "created_at"
-    fields = ["kind", "reference", "memo", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("kind", "reference", "memo", "created_at")
     inlines = [PostingInline]
 
 
@@ -205,8 +210,7 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class AccountInline(ReadOnlyAdminMixin, admin.StackedInline):
     model = Account
-    fields = ["id", "kind", "status", "status_reason"]
-    readonly_fields = fields
+    fields = readonly_fields = ("id", "kind", "status", "status_reason")
     extra = 0
 
 

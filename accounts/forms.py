@@ -15,7 +15,7 @@ class SignupForm(UserCreationForm):
         widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
 
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]  # (django-stubs omits it)
         model = get_user_model()
         fields = ("username", "email")
 

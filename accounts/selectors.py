@@ -6,15 +6,18 @@ import datetime
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import Account, Asset, Balance, Bucket, Posting
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 ZERO = Decimal(0)
 
@@ -25,7 +28,7 @@ def _exact(amount: Decimal | None, asset: Asset | int) -> Decimal:
     return (amount or ZERO).quantize(Decimal(1).scaleb(-precision))
 
 
-def account_for_user(*, user: AbstractBaseUser) -> Account | None:
+def account_for_user(*, user: User) -> Account | None:
     """Return the user's trading account, or None when they have none."""
     return Account.objects.select_related("user").filter(user=user).first()
 

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import selectors, services
 from accounts.forms import SignupForm
+from tredye.api import AuthenticatedHttpRequest
 
 
 def _next_url(request: HttpRequest) -> str:
@@ -76,7 +77,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET"])
-def balances(request: HttpRequest) -> HttpResponse:
+def balances(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's balances per asset and their ledger history, a page at a time."""
     account = services.account_open(user=request.user)
     return render(

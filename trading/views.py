@@ -14,16 +14,17 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts.exceptions import LedgerError
+from accounts.models import Account
 from accounts.selectors import account_for_user
 from trading import selectors, services
 from trading.exceptions import TradingError
 from trading.messages import order_message
 from trading.units import plain
 from tredye import ratelimit
-from tredye.api import api_view, error_response, json_body
+from tredye.api import AuthenticatedHttpRequest, api_view, error_response, json_body
 
 PLACE_FIELDS = {
     "symbol",
@@ -41,15 +42,15 @@ ORDER_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 def trader_view(
     *methods: str, entry: bool = False
-) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+) -> Callable[[Callable[..., JsonResponse]], Callable[..., HttpResponse]]:
     """An endpoint of a logged-in user with a trading account (`api_view`'s checks first);
     service errors become 4xx. `entry`: an order-entry request, counted against the account's
     ORDER_RATE_LIMIT_PER_S."""
 
-    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., HttpResponse]:
         @api_view(methods)
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        def wrapped(request: AuthenticatedHttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             account = account_for_user(user=request.user)
             if account is None:
                 return error_response("no_account", "you have no trading account", 403)
@@ -79,7 +80,7 @@ def trader_view(
 
 
 @trader_view("GET", "POST", entry=True)
-def orders(request: HttpRequest, account: Any) -> JsonResponse:
+def orders(request: HttpRequest, account: Account) -> JsonResponse:
     if request.method == "GET":
         open_only = request.GET.get("open") in ("1", "true")
         rows = selectors.order_list(account=account, open_only=open_only)
@@ -113,7 +114,7 @@ def _order_id(raw: str) -> int | None:
 
 
 @trader_view("POST", entry=True)
-def order_cancel(request: HttpRequest, account: Any, order_id: str) -> JsonResponse:
+def order_cancel(request: HttpRequest, account: Account, order_id: str) -> JsonResponse:
     body = json_body(request)
     order = services.order_cancel(
         account=account, order_id=_order_id(order_id), quantity=body.get("quantity")
@@ -122,14 +123,14 @@ def order_cancel(request: HttpRequest, account: Any, order_id: str) -> JsonRespo
 
 
 @trader_view("POST", entry=True)
-def cancel_all(request: HttpRequest, account: Any) -> JsonResponse:
+def cancel_all(request: HttpRequest, account: Account) -> JsonResponse:
     body = json_body(request)
     canceled = services.cancel_all(account=account, symbol=body.get("symbol"))
     return JsonResponse({"orders": [order_message(order) for order in canceled]}, status=202)
 
 
 @trader_view("GET")
-def order_detail(request: HttpRequest, account: Any, order_id: str) -> JsonResponse:
+def order_detail(request: HttpRequest, account: Account, order_id: str) -> JsonResponse:
     order = selectors.order_get(account=account, order_id=_order_id(order_id) or 0)
     if order is None:
         return error_response("unknown_order", f"unknown order {order_id[:40]!r}", 404)
@@ -137,7 +138,7 @@ def order_detail(request: HttpRequest, account: Any, order_id: str) -> JsonRespo
 
 
 @trader_view("GET")
-def trades(request: HttpRequest, account: Any) -> JsonResponse:
+def trades(request: HttpRequest, account: Account) -> JsonResponse:
     rows = selectors.trade_list(account=account)
     return JsonResponse(
         {
@@ -160,7 +161,7 @@ def trades(request: HttpRequest, account: Any) -> JsonResponse:
 
 
 @trader_view("GET")
-def positions(request: HttpRequest, account: Any) -> JsonResponse:
+def positions(request: HttpRequest, account: Account) -> JsonResponse:
     rows = selectors.position_list(account=account)
     return JsonResponse(
         {

@@ -22,13 +22,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views import csrf as django_csrf
 from django.views import defaults as django_defaults
 from django.views.decorators.csrf import csrf_exempt
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 API_PATH_PREFIXES = ("/trading/api/", "/marketdata/api/")
 MAX_BODY_BYTES = 8192
@@ -46,6 +49,13 @@ class BadRequest(Exception):
 def error_response(code: str, detail: str, status: int = 400) -> JsonResponse:
     """The API's one error shape."""
     return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+
+
+class AuthenticatedHttpRequest(HttpRequest):
+    """For type checking only: the request of a view that only a signed-in user reaches
+    (`login_required`, `api_view` with `login`), whose `user` is never AnonymousUser."""
+
+    user: User
 
 
 def is_api_request(request: HttpRequest) -> bool:

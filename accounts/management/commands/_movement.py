@@ -23,15 +23,16 @@ def decimal_argument(text: str) -> Decimal:
     return value
 
 
-def account_from_options(options: dict) -> Account:
-    if options["account"] is not None:
-        account = selectors.account_get(account_id=options["account"])
+def customer_account(*, account_id: int | None, username: str | None) -> Account:
+    """The customer account named by --account or --user; CommandError for any other."""
+    if account_id is not None:
+        account = selectors.account_get(account_id=account_id)
         if account is None:
-            raise CommandError(f"no account with id {options['account']}")
+            raise CommandError(f"no account with id {account_id}")
     else:
-        account = selectors.account_get(username=options["user"])
+        account = selectors.account_get(username=username)
         if account is None:
-            raise CommandError(f"user {options['user']!r} does not exist or has no account")
+            raise CommandError(f"user {username!r} does not exist or has no account")
     if account.kind != Account.Kind.CUSTOMER:
         raise CommandError(f"account #{account.pk} is the {account.kind} platform account")
     return account
@@ -63,29 +64,41 @@ class MovementCommand(BaseCommand):
             "(default: a new random key, printed)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
-        account = account_from_options(options)
-        key = options["idempotency_key"] or f"cli-{uuid.uuid4()}"
+    def handle(
+        self,
+        *args: object,
+        user: str | None,
+        account: int | None,
+        asset: str,
+        amount: Decimal,
+        reference: str,
+        memo: str,
+        idempotency_key: str | None,
+        **options: object,
+    ) -> None:
+        customer = customer_account(account_id=account, username=user)
+        owner = customer.user.get_username() if customer.user is not None else "?"
+        key = idempotency_key or f"cli-{uuid.uuid4()}"
         try:
-            asset = asset_resolve(options["asset"])
+            resolved = asset_resolve(asset)
             entry = type(self).service(
-                account=account,
-                asset=asset,
-                amount=options["amount"],
-                reference=options["reference"],
-                memo=options["memo"],
+                account=customer,
+                asset=resolved,
+                amount=amount,
+                reference=reference,
+                memo=memo,
                 idempotency_key=key,
             )
         except LedgerError as error:
             raise CommandError(f"{error.code}: {error.detail}") from error
-        balance = selectors.balance_get(account=account, asset=asset)
+        balance = selectors.balance_get(account=customer, asset=resolved)
         self.stdout.write(
-            f"{self.verb} {amount_format(options['amount'], asset)} {self.preposition} "
-            f"account #{account.pk} ({account.user.get_username()}): journal entry #{entry.pk} "
+            f"{self.verb} {amount_format(amount, resolved)} {self.preposition} "
+            f"account #{customer.pk} ({owner}): journal entry #{entry.pk} "
             f"(idempotency key {key})"
         )
         self.stdout.write(
-            f"available {amount_format(balance.available, asset)}, "
-            f"held {amount_format(balance.held, asset)}, "
-            f"pending {amount_format(balance.pending, asset)}"
+            f"available {amount_format(balance.available, resolved)}, "
+            f"held {amount_format(balance.held, resolved)}, "
+            f"pending {amount_format(balance.pending, resolved)}"
         )

@@ -21,23 +21,30 @@ class Command(BaseCommand):
             help="include the platform accounts (external, fees, clearing)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        user: str | None,
+        asset: str | None,
+        platform: bool,
+        **options: object,
+    ) -> None:
         balances = selectors.balance_table(
-            username=options["user"],
-            asset_code=options["asset"],
-            include_platform=options["platform"],
+            username=user, asset_code=asset, include_platform=platform
         )
         header = ["account", "owner", "status", "asset", "available", "held", "pending", "total"]
         rows = []
         for balance in balances:
-            account, asset = balance.account, balance.asset
-            places = asset.precision
+            account = balance.account
+            places = balance.asset.precision
             rows.append(
                 [
                     f"#{account.pk}",
-                    account.user.get_username() if account.user_id else f"({account.kind})",
+                    account.user.get_username()
+                    if account.user is not None
+                    else f"({account.kind})",
                     account.status,
-                    asset.code,
+                    balance.asset.code,
                     *(
                         f"{value:,.{places}f}"
                         for value in (
