@@ -25,10 +25,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
@@ -56,6 +55,9 @@ from accounts.models import (
     Posting,
 )
 from tredye.db import prepared_cursor
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Largest absolute amount NUMERIC(38, 18) stores: 20 integer digits.
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES)
@@ -130,13 +132,13 @@ def asset_resolve(asset: Asset | str) -> Asset:
         raise UnknownAsset(f"unknown asset {code!r}") from None
 
 
-def _text_validate(value: object, *, name: str, max_length: int, required: bool) -> str:
+def _text_validate(value: object, *, name: str, max_length: int | None, required: bool) -> str:
     if not isinstance(value, str):
         raise InvalidEntry(f"{name} must be text, not {type(value).__name__}")
     text = value.strip()
     if required and not text:
         raise InvalidEntry(f"{name} is required")
-    if len(text) > max_length:
+    if max_length is not None and len(text) > max_length:
         raise InvalidEntry(f"{name} is longer than {max_length} characters")
     return text
 
@@ -273,7 +275,7 @@ def _movement_validate(
 
 
 def _account_label(account: Account) -> str:
-    if account.kind == Account.Kind.CUSTOMER and account.user_id is not None:
+    if account.kind == Account.Kind.CUSTOMER and account.user is not None:
         return f"account #{account.pk} ({account.user.get_username()})"
     return f"{account.kind} account #{account.pk}"
 
@@ -293,7 +295,7 @@ def platform_account_open(*, kind: Account.Kind) -> Account:
 
 
 @transaction.atomic(savepoint=False)
-def account_open(*, user: AbstractBaseUser) -> Account:
+def account_open(*, user: User) -> Account:
     """Return the user's trading account, opening it if the user has none yet."""
     Account.objects.bulk_create(
         [Account(kind=Account.Kind.CUSTOMER, user=user)], ignore_conflicts=True
@@ -762,7 +764,7 @@ def transfer(
 
 
 @transaction.atomic(durable=True)
-def user_signup(*, username: str, email: str, password: str) -> AbstractBaseUser:
+def user_signup(*, username: str, email: str, password: str) -> User:
     """Create a user and their trading account together."""
     user = get_user_model().objects.create_user(username=username, email=email, password=password)
     account_open(user=user)
