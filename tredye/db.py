@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -119,9 +119,12 @@ def planner_settings_set(settings: tuple[str, ...]) -> None:
     wrapper.__dict__.pop(_KEPT, None)
 
 
+M = TypeVar("M", bound=Model)
+
+
 def instance_from_values(
-    model: type[Model], values: dict[str, Any], *, related: dict[str, Model] | None = None
-) -> Model:
+    model: type[M], values: dict[str, Any], *, related: dict[str, Model] | None = None
+) -> M:
     """A model instance with these attribute values (attnames), as if loaded from the database.
 
     Django's `Model.__init__` sets each field through its descriptor and sends two signals; on
@@ -140,7 +143,7 @@ def instance_from_values(
     return instance
 
 
-def instances_fetch(model: type[Model], sql: str, params: Any) -> list[Model]:
+def instances_fetch(model: type[M], sql: str, params: Any) -> list[M]:
     """Run a prepared query whose columns are the model's concrete fields, in order, and
     return the rows as instances (see `instance_from_values`)."""
     names = _attnames(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from decimal import ROUND_FLOOR, Context, Decimal
+from typing import Any
 
 from trading.engine import Order as EngineOrder
 from trading.engine import (
@@ -120,10 +121,13 @@ class Book:
         tif = _TIF[order.time_in_force]
         stop = None if order.stop_price is None else self.ticks(order.stop_price)
         if order.type in (Order.Type.MARKET, Order.Type.STOP):
-            price = self.ticks(order.protection_price)
+            limit = order.protection_price
             tif = EngineTif.FOK if tif is EngineTif.FOK else EngineTif.IOC
         else:
-            price = self.ticks(order.price)
+            limit = order.price
+        if limit is None:  # the database's check constraints make this impossible
+            raise ValueError(f"order {order.pk} has no price to rest or run at")
+        price = self.ticks(limit)
         kind = EngineType.LIMIT if stop is None else EngineType.STOP_LIMIT
         return EngineOrder(
             order.pk,
@@ -144,7 +148,8 @@ class Book:
                 "book_seq", "pk"
             )
         )
-        resting, stops = [], []
+        resting: list[dict[str, Any]] = []
+        stops: list[dict[str, Any]] = []
         self.off_grid = []
         for order in orders:
             try:

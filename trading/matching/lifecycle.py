@@ -154,15 +154,18 @@ class OrderLifecycle:
     ) -> None:
         if order.status == Order.Status.PENDING_NEW:
             return  # the service refuses this; a forged command changes nothing
+        quantity, price = command.quantity, command.price
+        if quantity is None or price is None:  # pragma: no cover - `decode` requires both
+            return
         try:
-            open_quantity = command.quantity - order.filled_quantity
+            open_quantity = quantity - order.filled_quantity
             open_lots = book.lots(open_quantity)
-            price_ticks = book.ticks(command.price)
+            price_ticks = book.ticks(price)
         except ValueError:
             return
         if open_lots <= 0:
             return
-        need = self._need(book, order, open_quantity, command.price)
+        need = self._need(book, order, open_quantity, price)
         if need > order.held:
             order.reason = "replace_insufficient_hold"
             return
@@ -286,6 +289,8 @@ class OrderLifecycle:
     def _release_surplus(self, book: Book, order: Order, result: BatchResult) -> None:
         open_quantity = order.quantity - order.filled_quantity
         price = order.price if order.price is not None else order.protection_price
+        if price is None:  # pragma: no cover - a market order has its protection price
+            raise RuntimeError(f"order {order.pk} has neither a limit nor a protection price")
         need = self._need(book, order, open_quantity, price)
         self._release(book, order, order.held - need, result)
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Model
 
 from accounts.services import EntrySpec
 from trading.models import (
@@ -148,7 +149,7 @@ def _names(columns: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(name for name, _ in columns)
 
 
-def _table(model: type) -> str:
+def _table(model: type[Model]) -> str:
     return model._meta.db_table
 
 
