@@ -7,14 +7,14 @@ help: ## List the targets
 run: ## Install what is missing, migrate, load demo data, start every process
 	@scripts/run.sh
 
-test: ## Same setup, a private broker, topic prefix and test database; ruff and pytest
+test: ## Same setup, a private broker, topic prefix and test database; ruff, mypy and pytest
 	@scripts/test.sh
 
 setup: ## Install and start whatever is missing (idempotent)
 	@scripts/setup.sh --browser
 
-lint: ## ruff check and format check
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: ## ruff check and format check, mypy
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
 format: ## ruff fix and format
 	@.venv/bin/ruff check --fix . && .venv/bin/ruff format .

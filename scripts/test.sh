@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: the idempotent setup, ruff, then pytest on the real services (scripts/pytest.sh).
+# `make test`: the idempotent setup, ruff, mypy (pyproject.toml), then pytest on the real services
+# (scripts/pytest.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -7,4 +8,6 @@ cd "$ROOT"
 say "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+say "mypy"
+"$VENV/bin/mypy"
 exec "$ROOT/scripts/pytest.sh" "$@"
