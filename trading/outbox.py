@@ -28,6 +28,7 @@ from django.utils import timezone
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from trading import sql
 from trading.models import Outbox, RelayCursor
 from tredye import kafka
 
@@ -35,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 LANE_LOCK_NAMESPACE = zlib.crc32(b"tredye.trading.outbox-lane") - 2**31
 OUTBOX_ID_HEADER = "outbox_id"
-# Notified when a command is committed (the trigger of migration 0006).
-NOTIFY_CHANNEL = "trading_outbox_orders"
 
 
 def database_dsn() -> str:
@@ -89,10 +88,9 @@ class Lanes:
     def acquire(self, topic: str, *, wait: bool) -> bool:
         if topic in self.held:
             return True
-        function = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
         with _django_errors():
             row = self.conn.execute(
-                f"SELECT {function}(%s, %s)::text",  # noqa: S608 - one of two constant names
+                sql.LANE_LOCK if wait else sql.LANE_TRY_LOCK,
                 [LANE_LOCK_NAMESPACE, self._key(topic)],
             ).fetchone()
         got = wait or (row is not None and row[0] == "true")
@@ -103,7 +101,7 @@ class Lanes:
     def listen(self) -> None:
         """Be woken by committed commands (the outbox trigger, migration 0006)."""
         with _django_errors():
-            self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.conn.execute(sql.LANE_LISTEN)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait until a command is committed or `timeout_s` passes; return whether woken.
@@ -114,9 +112,7 @@ class Lanes:
     def release(self, topic: str) -> None:
         if topic in self.held:
             with _django_errors():
-                self.conn.execute(
-                    "SELECT pg_advisory_unlock(%s, %s)", [LANE_LOCK_NAMESPACE, self._key(topic)]
-                )
+                self.conn.execute(sql.LANE_UNLOCK, [LANE_LOCK_NAMESPACE, self._key(topic)])
             self.held.discard(topic)
 
     def close(self) -> None:
@@ -321,7 +317,7 @@ class Relay:
         `data` stays the JSON text PostgreSQL sends; `send` splices it into the envelope.
         """
         with connection.cursor() as cursor:
-            cursor.execute(_UNSENT, [self.topics, limit])
+            cursor.execute(sql.RELAY_UNSENT, [self.topics, limit])
             return [
                 Outbox(id=pk, topic=topic, key=key, type=type_, seq=seq, ts=ts, data=data)
                 for pk, topic, key, type_, seq, ts, data in cursor.fetchall()
@@ -362,7 +358,7 @@ class Relay:
             now = timezone.now()
             if sent:
                 with connection.cursor() as cursor:
-                    cursor.execute(_MARK_SENT, [now, sent])
+                    cursor.execute(sql.RELAY_MARK_SENT, [now, sent])
             _cursors_save(offsets, self.topic_ids, now)
         self.sent += len(sent)
         # What failed may still have reached the broker: read the tail again before resending.
@@ -411,14 +407,6 @@ def _to_send_again(topic: str, now: datetime.datetime) -> QuerySet[Outbox]:
     return rows.filter(created_at__gte=now - window)
 
 
-_OUTBOX_TABLE = Outbox._meta.db_table
-_UNSENT = (
-    f"SELECT id, topic, key, type, seq, ts, data::text FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
-    "WHERE topic = ANY(%s) AND sent_at IS NULL ORDER BY id LIMIT %s"
-)
-_MARK_SENT = f"UPDATE {_OUTBOX_TABLE} SET sent_at = %s WHERE id = ANY(%s)"  # noqa: S608
-
-
 def _cursors_save(
     offsets: dict[str, dict[int, int]], topic_ids: dict[str, str], now: datetime.datetime
 ) -> None:
@@ -432,15 +420,4 @@ def _cursors_save(
     if not rows:
         return
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO trading_relaycursor (topic, partition, "offset", topic_id, updated_at)
-            SELECT t, p, o, i, %s
-              FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS v(t, p, o, i)
-            ON CONFLICT (topic, partition) DO UPDATE
-               SET "offset" = GREATEST(trading_relaycursor."offset", EXCLUDED."offset"),
-                   topic_id = EXCLUDED.topic_id,
-                   updated_at = EXCLUDED.updated_at
-            """,
-            [now, *([r[k] for r in rows] for k in range(4))],
-        )
+        cursor.execute(sql.RELAY_CURSORS_ADVANCE, [now, *([r[k] for r in rows] for k in range(4))])

@@ -27,138 +27,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
-from django.db.models import Model
-
-from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
-from trading.models import BookState, Instrument, Order, Outbox
+from accounts.models import Account, Asset
+from trading import sql
+from trading.models import Instrument, Order
 from trading.rules import fee_rates, references_admitting
-from tredye.db import compact, instance_from_values, prepared_cursor
-
-
-def _table(model: type[Model]) -> str:
-    return model._meta.db_table
-
-
-# The reference price the band is centred on: the one the reference feed set, else the last
-# trade (`i` an instrument row, `bs` its book state). The one place this rule is written.
-_REFERENCE = "COALESCE(i.reference_price, bs.last_price)"
-
-_READ = f"""
-SELECT a.kind, a.status,
-       i.id, i.name, i.status, i.tick_size, i.lot_size, i.min_quantity, i.max_quantity,
-       i.price_band_pct, i.maker_fee_rate, i.taker_fee_rate, i.rules_version,
-       b.id, b.code, b.precision, q.id, q.code, q.precision,
-       {_REFERENCE},
-       (SELECT o.id FROM {_table(Order)} o
-         WHERE o.account_id = a.id AND o.client_order_id = %(client_order_id)s)
-  FROM {_table(Account)} a
-  JOIN {_table(Instrument)} i ON i.symbol = %(symbol)s
-  JOIN {_table(Asset)} b ON b.id = i.base_id
-  JOIN {_table(Asset)} q ON q.id = i.quote_id
-  LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
- WHERE a.id = %(account_id)s
-"""  # noqa: S608 - table names from model metadata; values are bound
-
-# The order's columns, each cast to its column type (parameters of INSERT … SELECT are not
-# typed by the target column).
-_ORDER_COLUMNS = [f for f in Order._meta.concrete_fields if f.column != "id"]
-_ORDER_VALUES = ", ".join(
-    f"%({f.column})s::{f.db_type(connection)}" for f in _ORDER_COLUMNS
-)  # built at import, the same for every call
-
-_WRITE = compact(
-    f"""
-WITH account AS (
-    -- Locked first (then the balance row: the global lock order). A freeze that commits while
-    -- this waits is seen: READ COMMITTED re-checks the locked row's new version.
-    SELECT id FROM {_table(Account)}
-     WHERE id = %(account_id)s::bigint
-       AND kind = '{Account.Kind.CUSTOMER.value}' AND status <> '{Account.Status.FROZEN.value}'
-       FOR NO KEY UPDATE
-), instrument AS (
-    -- Still open under the rules the order was validated against (one number: PostgreSQL
-    -- bumps it on any rule change), and the reference price of the moment one around which
-    -- the price is inside the band (`trading.rules.references_admitting`), or none.
-    SELECT i.id FROM {_table(Instrument)} i
-      LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
-     WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
-       AND i.rules_version = %(rules_version)s::bigint
-       AND ({_REFERENCE} IS NULL OR {_REFERENCE}
-            BETWEEN %(reference_low)s::numeric AND %(reference_high)s::numeric)
-), hold AS (
-    UPDATE {_table(Balance)}
-       SET available = available - %(hold)s::numeric,
-           held = held + %(hold)s::numeric,
-           updated_at = %(created_at)s::timestamptz
-     WHERE account_id = %(account_id)s::bigint AND asset_id = %(asset_id)s::bigint
-       AND available >= %(hold)s::numeric
-       AND EXISTS (SELECT 1 FROM account) AND EXISTS (SELECT 1 FROM instrument)
-       -- Checked again here: the read ran before this statement. A call with the same id
-       -- that commits after this statement's snapshot is caught by the unique index.
-       AND NOT EXISTS (
-           SELECT 1 FROM {_table(Order)}
-            WHERE account_id = %(account_id)s::bigint
-              AND client_order_id = %(client_order_id)s::text)
- RETURNING id
-), new_order AS (
-    INSERT INTO {_table(Order)} ({", ".join(f.column for f in _ORDER_COLUMNS)})
-    SELECT {_ORDER_VALUES} FROM hold
- RETURNING id
-), entry AS (
-    INSERT INTO {_table(JournalEntry)} (kind, reference, memo, created_at)
-    SELECT '{EntryKind.HOLD.value}', 'order ' || new_order.id, %(memo)s::text,
-           %(created_at)s::timestamptz
-      FROM new_order
- RETURNING id
-), postings AS (
-    INSERT INTO {_table(Posting)} (entry_id, account_id, asset_id, bucket, amount)
-    SELECT entry.id, %(account_id)s::bigint, %(asset_id)s::bigint, leg.bucket, leg.amount
-      FROM entry,
-           (VALUES ('{Bucket.AVAILABLE.value}', -%(hold)s::numeric),
-                   ('{Bucket.HELD.value}', %(hold)s::numeric)) AS leg (bucket, amount)
-), outbox AS (
-    INSERT INTO {_table(Outbox)} (topic, key, type, seq, ts, data, created_at)
-    SELECT %(outbox_topic)s::text, %(symbol)s::text, %(outbox_type)s::text, 0, %(ts)s::bigint,
-           jsonb_build_object('order_id', new_order.id), %(created_at)s::timestamptz
-      FROM new_order
-)
--- The order's id; or, when nothing was written, what each guard saw (read only then): the
--- client order id free, the account may trade, the instrument's status and rules version,
--- the reference price (as text: a JSON number would be a float).
-SELECT n.id, CASE WHEN n.id IS NULL THEN (
-    SELECT json_build_array(
-        NOT EXISTS (SELECT 1 FROM {_table(Order)} o WHERE o.account_id = %(account_id)s::bigint
-                       AND o.client_order_id = %(client_order_id)s::text),
-        EXISTS (SELECT 1 FROM account), i.status, i.rules_version, ({_REFERENCE})::text)
-      FROM {_table(Instrument)} i LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
-     WHERE i.id = %(instrument_id)s::bigint) END
-  FROM (SELECT (SELECT id FROM new_order) AS id) AS n
-"""  # noqa: S608 - table names from model metadata; values are bound
-)
-
-
-def _reference_grid() -> tuple[Decimal, Decimal]:
-    """The step and the largest value of a reference price: the columns `_REFERENCE` reads."""
-    fields = [
-        Instrument._meta.get_field("reference_price"),
-        BookState._meta.get_field("last_price"),
-    ]
-    places = max(f.decimal_places for f in fields)
-    quantum = Decimal(1).scaleb(-places)
-    return quantum, Decimal(10) ** min(f.max_digits - places for f in fields) - quantum
-
-
-_REFERENCE_QUANTUM, _REFERENCE_TOP = _reference_grid()
-
-_REFERENCE_OF = f"""
-SELECT {_REFERENCE} FROM {_table(Instrument)} i
-  LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
- WHERE i.id = %s
-"""  # noqa: S608 - table names from model metadata; values are bound
-_EXISTING = f"SELECT id FROM {_table(Order)} WHERE account_id = %s AND client_order_id = %s"  # noqa: S608
-_AVAILABLE = f"SELECT available FROM {_table(Balance)} WHERE account_id = %s AND asset_id = %s"  # noqa: S608
-
+from tredye.db import instance_from_values, prepared_cursor
 
 # Every column's default, for `new_order` (timestamps are always given).
 _ORDER_DEFAULTS = {
@@ -206,7 +79,7 @@ def placement_read(*, account_id: int, symbol: str, client_order_id: str) -> Pla
     """Read what placing needs (locking nothing); None if the account or symbol is unknown."""
     cursor = _cursor()
     cursor.execute(
-        _READ,
+        sql.PLACEMENT_READ,
         {"account_id": account_id, "symbol": symbol, "client_order_id": client_order_id},
         prepare=True,
     )
@@ -311,13 +184,13 @@ def placement_write(
     less than `hold` available. Raises psycopg's UniqueViolation when a racing call committed
     an order with the same client order id after this statement began.
     """
-    params: dict[str, Any] = {f.column: getattr(order, f.attname) for f in _ORDER_COLUMNS}
+    params: dict[str, Any] = {f.column: getattr(order, f.attname) for f in sql.ORDER_INSERT_FIELDS}
     price = order.price
     if price is None:  # a market order: no band to be inside (its protection price is set)
-        admitting = (Decimal(0), _REFERENCE_TOP)
+        admitting = (Decimal(0), sql.REFERENCE_TOP)
     else:
         admitting = references_admitting(
-            order.instrument, price, quantum=_REFERENCE_QUANTUM, top=_REFERENCE_TOP
+            order.instrument, price, quantum=sql.REFERENCE_QUANTUM, top=sql.REFERENCE_TOP
         )
     params |= {
         "reference_low": admitting[0],
@@ -332,7 +205,7 @@ def placement_write(
         "ts": ts,
     }
     cursor = _cursor()
-    cursor.execute(_WRITE, params, prepare=True)
+    cursor.execute(sql.PLACEMENT_WRITE, params, prepare=True)
     order_id, seen = cursor.fetchone()
     if order_id is not None:
         return Written(order_id)
@@ -355,7 +228,7 @@ def placement_write(
 def order_id_for(*, account_id: int, client_order_id: str) -> int | None:
     """The id of the account's order with this client order id, if any."""
     cursor = _cursor()
-    cursor.execute(_EXISTING, (account_id, client_order_id))
+    cursor.execute(sql.ORDER_BY_CLIENT_ORDER_ID, (account_id, client_order_id))
     row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -363,7 +236,7 @@ def order_id_for(*, account_id: int, client_order_id: str) -> int | None:
 def reference_price_read(*, instrument_id: int) -> Decimal | None:
     """The instrument's reference price now (None without a feed's price or a trade)."""
     cursor = _cursor()
-    cursor.execute(_REFERENCE_OF, (instrument_id,))
+    cursor.execute(sql.REFERENCE_OF, (instrument_id,))
     row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -371,6 +244,6 @@ def reference_price_read(*, instrument_id: int) -> Decimal | None:
 def available_balance(*, account_id: int, asset_id: int) -> Decimal:
     """The account's available balance of an asset (for the refusal's message)."""
     cursor = _cursor()
-    cursor.execute(_AVAILABLE, (account_id, asset_id))
+    cursor.execute(sql.AVAILABLE, (account_id, asset_id))
     row = cursor.fetchone()
     return Decimal(0) if row is None else row[0]

@@ -1,7 +1,7 @@
 """The trading rules, in one place: pure functions of an instrument's rules and an order.
 
 Which fields are an instrument's rules, the tick/lot/size checks, the price band around the
-reference price (which placement's SQL reads: `placement._REFERENCE`), the protection price of
+reference price (which placement's SQL reads: `sql.REFERENCE`), the protection price of
 a market order, the fee rates an order pays, and how much an order holds, of which asset.
 Placement, replace, cancel, the matcher, the market maker and the ledger checks call these;
 nothing here reads the database (a caller passes what it read). A refusal raises
@@ -109,7 +109,7 @@ def check_stop_price(instrument: Rules, stop_price: Decimal) -> None:
     on_grid(stop_price, instrument.tick_size, "stop_price", "invalid_tick_size")
 
 
-# --- the band (around the reference price: trading.placement's `_REFERENCE`) ---------------
+# --- the band (around the reference price: `trading.sql.REFERENCE`) ---------------
 
 
 def band_around(instrument: Rules, reference: Decimal | None) -> Band | None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import ledger_post, platform_account_open
+from trading import sql
 from trading.matching.books import RULES_CHANGED, Book
 from trading.matching.commands import (
     BOOK_COMMANDS,
@@ -22,7 +23,7 @@ from trading.matching.commands import (
 )
 from trading.matching.events import event_rows
 from trading.matching.lifecycle import OrderLifecycle
-from trading.matching.store import APPLIED, ORDERS_BY_ID, BatchResult, batch_write
+from trading.matching.store import BatchResult, batch_write
 from trading.models import (
     BookState,
     Instrument,
@@ -134,7 +135,7 @@ class Matcher:
         ids = [c.outbox_id for c in commands if c.outbox_id is not None and c.kind != "skip"]
         done = set()
         if ids:
-            rows = prepared_cursor().execute(APPLIED, {"ids": ids}, prepare=True).fetchall()
+            rows = prepared_cursor().execute(sql.APPLIED, {"ids": ids}, prepare=True).fetchall()
             done = {row[0] for row in rows}
         fresh = []
         for command in commands:
@@ -169,7 +170,7 @@ class Matcher:
             # No join: the command's book already holds the instrument the order must be on.
             found = {
                 order.pk: order
-                for order in instances_fetch(Order, ORDERS_BY_ID, {"ids": list(wanted)})
+                for order in instances_fetch(Order, sql.ORDERS_BY_ID, {"ids": list(wanted)})
             }
             for order_id, command in wanted.items():
                 order = found.get(order_id)

@@ -2,29 +2,28 @@
 
 A priced order first tries one round trip with the instrument's rules as this process last read
 them: PostgreSQL checks those rules again and the band around the reference price of the moment
-(placement._WRITE). Anything refused there is decided again on the read-validate-write path.
+(sql.PLACEMENT_WRITE). Anything refused there is decided again on the read-validate-write path.
 Both paths must give the same answers; `fresh` clears the cache so that only the second runs.
 """
 
 from __future__ import annotations
 
-import itertools
 from decimal import Decimal
 
 import pytest
 
 from accounts.models import Balance
 from accounts.selectors import ledger_verify
-from marketdata.models import PriceModel
+from testing import helpers
+from testing.factories import make_price_model
 from trading import placement
 from trading.exceptions import OrderRejected
 from trading.models import Instrument, Order
 from trading.rules import band_around
-from trading.services import order_place, reference_prices_set
+from trading.services import reference_prices_set
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
-_ids = itertools.count()
 
 
 @pytest.fixture(params=["cached rules", "fresh read"])
@@ -33,27 +32,15 @@ def path(request):
 
 
 def place(account, market, price, path, side="buy"):
+    """One lot at `price` along `path` ("fresh read" clears the cached rules first)."""
     if path == "fresh read":
         placement.instrument_cache_clear()
-    return order_place(
-        account=account,
-        symbol=market.symbol,
-        client_order_id=f"o{next(_ids)}",
-        side=side,
-        quantity="1",
-        price=price,
-    )
+    return helpers.place(account, market, side, price=price)
 
 
-def with_reference(instrument, reference: str, **rules):
-    market = instrument(**rules)
-    PriceModel.objects.create(
-        instrument=market,
-        initial_price=D(reference),
-        annual_volatility=D("0.2"),
-        spread_bps=2,
-        typical_size=D("1"),
-    )
+def with_reference(make_instrument, reference: str, **rules):
+    market = make_instrument(**rules)
+    make_price_model(market, price=reference, volatility="0.2", spread_bps=2, typical_size="1")
     return market
 
 
@@ -68,11 +55,11 @@ def with_reference(instrument, reference: str, **rules):
     ],
 )
 def test_the_band_edges_are_the_same_on_both_paths(
-    instrument, trader, path, reference, pct, tick, low, high
+    make_instrument, make_account, path, reference, pct, tick, low, high
 ):
-    market = with_reference(instrument, reference, price_band_pct=D(pct), tick_size=D(tick))
+    market = with_reference(make_instrument, reference, price_band_pct=D(pct), tick_size=D(tick))
     assert band_around(market, D(reference)) == (D(low), D(high))
-    account = trader({market.quote: "1000"})
+    account = make_account(funds={market.quote: "1000"})
     place(account, market, reference if D(reference) % D(tick) == 0 else low, "fresh read")
     for price in (low, high):
         assert place(account, market, price, path).status == Order.Status.PENDING_NEW
@@ -86,9 +73,9 @@ def test_the_band_edges_are_the_same_on_both_paths(
     assert ledger_verify() == []
 
 
-def test_the_band_follows_the_reference_price_of_the_moment(instrument, trader, path):
-    market = with_reference(instrument, "100.00")  # band 90.00-110.00
-    account = trader({market.quote: "1000"})
+def test_the_band_follows_the_reference_price_of_the_moment(make_instrument, make_account, path):
+    market = with_reference(make_instrument, "100.00")  # band 90.00-110.00
+    account = make_account(funds={market.quote: "1000"})
     place(account, market, "109.00", path)
     reference_prices_set(prices={market.symbol: D("90.00")})  # 81.00-99.00, as the feed does
     with pytest.raises(OrderRejected) as refused:
@@ -112,9 +99,11 @@ def test_the_band_follows_the_reference_price_of_the_moment(instrument, trader, 
     ],
     ids=["tick", "lot", "minimum", "halted", "closed"],
 )
-def test_rules_changed_after_they_were_cached_are_enforced(instrument, trader, change, price, code):
-    market = instrument()
-    account = trader({market.quote: "1000"})
+def test_rules_changed_after_they_were_cached_are_enforced(
+    make_instrument, make_account, change, price, code
+):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     place(account, market, "10.00", "fresh read")  # the rules are cached now
     Instrument.objects.filter(pk=market.pk).update(**change)
     with pytest.raises(OrderRejected) as refused:
@@ -124,9 +113,9 @@ def test_rules_changed_after_they_were_cached_are_enforced(instrument, trader, c
     assert ledger_verify() == []
 
 
-def test_an_order_valid_under_new_rules_is_placed_with_them(instrument, trader):
-    market = instrument()
-    account = trader({market.quote: "1000"})
+def test_an_order_valid_under_new_rules_is_placed_with_them(make_instrument, make_account):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     place(account, market, "10.00", "fresh read")
     Instrument.objects.filter(pk=market.pk).update(taker_fee_rate=D("0.01"))
     order = place(account, market, "10.00", "cached rules")
@@ -134,11 +123,13 @@ def test_an_order_valid_under_new_rules_is_placed_with_them(instrument, trader):
     assert ledger_verify() == []
 
 
-def test_a_priced_order_with_cached_rules_skips_the_read(monkeypatch, instrument, trader):
+def test_a_priced_order_with_cached_rules_skips_the_read(
+    monkeypatch, make_instrument, make_account
+):
     import trading.services as services
 
-    market = with_reference(instrument, "100.00")
-    account = trader({market.quote: "1000"})
+    market = with_reference(make_instrument, "100.00")
+    account = make_account(funds={market.quote: "1000"})
     reads = []
     real = services.placement_read
     monkeypatch.setattr(services, "placement_read", lambda **kw: reads.append(kw) or real(**kw))

@@ -1,0 +1,411 @@
+"""Every SQL statement of the trading app, in one place; the modules that run them bind values.
+
+Table names come from the models' metadata and status or kind values from the models' enums,
+so a renamed table or value changes here with the model. Statements run through
+`tredye.db.prepared_cursor` (server-side binding, prepared once per connection), except the
+relay's lane locks and LISTEN, which need a session of their own that outlives Django's
+connection handling (`trading.outbox.Lanes`).
+
+- placement (`trading.placement`): the read and the one-statement write of `order_place`, and
+  the reference price rule (`REFERENCE`), written once;
+- the matcher's batch (`trading.matching.store`, `.matcher`): the one statement a batch writes;
+- the outbox relay (`trading.outbox`): unsent rows, marking them sent, its cursors, lane locks;
+- trading's invariants (`trading.checks`), run by `ledger_check`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+from django.db import connection
+from django.db.models import Model
+
+from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
+from trading import rules
+from trading.models import (
+    BookState,
+    Instrument,
+    MatcherCheckpoint,
+    Order,
+    Outbox,
+    Position,
+    RelayCursor,
+    StreamSequence,
+    Trade,
+)
+from tredye.db import compact, select_columns
+
+
+def _table(model: type[Model]) -> str:
+    return model._meta.db_table
+
+
+_OUTBOX_TABLE = _table(Outbox)
+
+
+# --- placement ----------------------------------------------------------------------------
+
+# The reference price the band is centred on: the one the reference feed set, else the last
+# trade (`i` an instrument row, `bs` its book state). The one place this rule is written.
+REFERENCE = "COALESCE(i.reference_price, bs.last_price)"
+
+PLACEMENT_READ = f"""
+SELECT a.kind, a.status,
+       i.id, i.name, i.status, i.tick_size, i.lot_size, i.min_quantity, i.max_quantity,
+       i.price_band_pct, i.maker_fee_rate, i.taker_fee_rate, i.rules_version,
+       b.id, b.code, b.precision, q.id, q.code, q.precision,
+       {REFERENCE},
+       (SELECT o.id FROM {_table(Order)} o
+         WHERE o.account_id = a.id AND o.client_order_id = %(client_order_id)s)
+  FROM {_table(Account)} a
+  JOIN {_table(Instrument)} i ON i.symbol = %(symbol)s
+  JOIN {_table(Asset)} b ON b.id = i.base_id
+  JOIN {_table(Asset)} q ON q.id = i.quote_id
+  LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+ WHERE a.id = %(account_id)s
+"""  # noqa: S608 - table names from model metadata; values are bound
+
+# The order's columns, each cast to its column type (parameters of INSERT … SELECT are not
+# typed by the target column).
+ORDER_INSERT_FIELDS = [f for f in Order._meta.concrete_fields if f.column != "id"]
+_ORDER_VALUES = ", ".join(
+    f"%({f.column})s::{f.db_type(connection)}" for f in ORDER_INSERT_FIELDS
+)  # built at import, the same for every call
+
+PLACEMENT_WRITE = compact(
+    f"""
+WITH account AS (
+    -- Locked first (then the balance row: the global lock order). A freeze that commits while
+    -- this waits is seen: READ COMMITTED re-checks the locked row's new version.
+    SELECT id FROM {_table(Account)}
+     WHERE id = %(account_id)s::bigint
+       AND kind = '{Account.Kind.CUSTOMER.value}' AND status <> '{Account.Status.FROZEN.value}'
+       FOR NO KEY UPDATE
+), instrument AS (
+    -- Still open under the rules the order was validated against (one number: PostgreSQL
+    -- bumps it on any rule change), and the reference price of the moment one around which
+    -- the price is inside the band (`trading.rules.references_admitting`), or none.
+    SELECT i.id FROM {_table(Instrument)} i
+      LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+     WHERE i.id = %(instrument_id)s::bigint AND i.status = '{Instrument.Status.OPEN.value}'
+       AND i.rules_version = %(rules_version)s::bigint
+       AND ({REFERENCE} IS NULL OR {REFERENCE}
+            BETWEEN %(reference_low)s::numeric AND %(reference_high)s::numeric)
+), hold AS (
+    UPDATE {_table(Balance)}
+       SET available = available - %(hold)s::numeric,
+           held = held + %(hold)s::numeric,
+           updated_at = %(created_at)s::timestamptz
+     WHERE account_id = %(account_id)s::bigint AND asset_id = %(asset_id)s::bigint
+       AND available >= %(hold)s::numeric
+       AND EXISTS (SELECT 1 FROM account) AND EXISTS (SELECT 1 FROM instrument)
+       -- Checked again here: the read ran before this statement. A call with the same id
+       -- that commits after this statement's snapshot is caught by the unique index.
+       AND NOT EXISTS (
+           SELECT 1 FROM {_table(Order)}
+            WHERE account_id = %(account_id)s::bigint
+              AND client_order_id = %(client_order_id)s::text)
+ RETURNING id
+), new_order AS (
+    INSERT INTO {_table(Order)} ({", ".join(f.column for f in ORDER_INSERT_FIELDS)})
+    SELECT {_ORDER_VALUES} FROM hold
+ RETURNING id
+), entry AS (
+    INSERT INTO {_table(JournalEntry)} (kind, reference, memo, created_at)
+    SELECT '{EntryKind.HOLD.value}', 'order ' || new_order.id, %(memo)s::text,
+           %(created_at)s::timestamptz
+      FROM new_order
+ RETURNING id
+), postings AS (
+    INSERT INTO {_table(Posting)} (entry_id, account_id, asset_id, bucket, amount)
+    SELECT entry.id, %(account_id)s::bigint, %(asset_id)s::bigint, leg.bucket, leg.amount
+      FROM entry,
+           (VALUES ('{Bucket.AVAILABLE.value}', -%(hold)s::numeric),
+                   ('{Bucket.HELD.value}', %(hold)s::numeric)) AS leg (bucket, amount)
+), outbox AS (
+    INSERT INTO {_table(Outbox)} (topic, key, type, seq, ts, data, created_at)
+    SELECT %(outbox_topic)s::text, %(symbol)s::text, %(outbox_type)s::text, 0, %(ts)s::bigint,
+           jsonb_build_object('order_id', new_order.id), %(created_at)s::timestamptz
+      FROM new_order
+)
+-- The order's id; or, when nothing was written, what each guard saw (read only then): the
+-- client order id free, the account may trade, the instrument's status and rules version,
+-- the reference price (as text: a JSON number would be a float).
+SELECT n.id, CASE WHEN n.id IS NULL THEN (
+    SELECT json_build_array(
+        NOT EXISTS (SELECT 1 FROM {_table(Order)} o WHERE o.account_id = %(account_id)s::bigint
+                       AND o.client_order_id = %(client_order_id)s::text),
+        EXISTS (SELECT 1 FROM account), i.status, i.rules_version, ({REFERENCE})::text)
+      FROM {_table(Instrument)} i LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+     WHERE i.id = %(instrument_id)s::bigint) END
+  FROM (SELECT (SELECT id FROM new_order) AS id) AS n
+"""  # noqa: S608 - table names from model metadata; values are bound
+)
+
+
+def _reference_grid() -> tuple[Decimal, Decimal]:
+    """The step and the largest value of a reference price: the columns `REFERENCE` reads."""
+    fields = [
+        Instrument._meta.get_field("reference_price"),
+        BookState._meta.get_field("last_price"),
+    ]
+    places = max(f.decimal_places for f in fields)
+    quantum = Decimal(1).scaleb(-places)
+    return quantum, Decimal(10) ** min(f.max_digits - places for f in fields) - quantum
+
+
+REFERENCE_QUANTUM, REFERENCE_TOP = _reference_grid()
+
+REFERENCE_OF = f"""
+SELECT {REFERENCE} FROM {_table(Instrument)} i
+  LEFT JOIN {_table(BookState)} bs ON bs.instrument_id = i.id
+ WHERE i.id = %s
+"""  # noqa: S608 - table names from model metadata; values are bound
+ORDER_BY_CLIENT_ORDER_ID = (
+    f"SELECT id FROM {_table(Order)} WHERE account_id = %s AND client_order_id = %s"  # noqa: S608
+)
+AVAILABLE = f"SELECT available FROM {_table(Balance)} WHERE account_id = %s AND asset_id = %s"  # noqa: S608
+
+
+# --- the matcher's batch ------------------------------------------------------------------
+
+ORDER_UPDATE_COLUMNS = (
+    ("status", "text"),
+    ("reason", "text"),
+    ("quantity", "numeric"),
+    ("price", "numeric"),
+    ("filled_quantity", "numeric"),
+    ("filled_notional", "numeric"),
+    ("filled_quote", "numeric"),
+    ("average_price", "numeric"),
+    ("fees", "numeric"),
+    ("held", "numeric"),
+    ("book_seq", "bigint"),
+    ("applied_seq", "integer"),
+    ("accepted_at", "timestamptz"),
+    ("triggered_at", "timestamptz"),
+    ("last_fill_at", "timestamptz"),
+    ("closed_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+TRADE_COLUMNS = (
+    ("instrument_id", "bigint"),
+    ("seq", "bigint"),
+    ("maker_order_id", "bigint"),
+    ("taker_order_id", "bigint"),
+    ("buyer_id", "bigint"),
+    ("seller_id", "bigint"),
+    ("price", "numeric"),
+    ("quantity", "numeric"),
+    ("quote_amount", "numeric"),
+    ("aggressor_side", "text"),
+    ("buyer_fee", "numeric"),
+    ("seller_fee", "numeric"),
+    ("executed_at", "timestamptz"),
+)
+POSITION_COLUMNS = (
+    ("account_id", "bigint"),
+    ("instrument_id", "bigint"),
+    ("quantity", "numeric"),
+    ("average_cost", "numeric"),
+    ("realized_pnl", "numeric"),
+    ("updated_at", "timestamptz"),
+)
+STATE_COLUMNS = (
+    ("instrument_id", "bigint"),
+    ("trade_seq", "bigint"),
+    ("last_price", "numeric"),
+    ("book_seq", "bigint"),
+    ("updated_at", "timestamptz"),
+)
+
+
+ORDERS_BY_ID = (
+    f"SELECT {select_columns(Order)} FROM {Order._meta.db_table} "  # noqa: S608 - constants
+    "WHERE id = ANY(%(ids)b::bigint[])"
+)
+
+
+def _unnest(prefix: str, columns: tuple[tuple[str, str], ...]) -> str:
+    arrays = ", ".join(f"%({prefix}_{name})b::{kind}[]" for name, kind in columns)
+    aliases = ", ".join(f'"{name}"' for name, _ in columns)
+    return f"unnest({arrays}) AS v({aliases})"
+
+
+def _names(columns: tuple[tuple[str, str], ...]) -> str:
+    return ", ".join(name for name, _ in columns)
+
+
+SEQUENCE_COLUMNS = (("topic", "text"), ("key", "text"), ("seq", "bigint"))
+CHECKPOINT_COLUMNS = (("partition", "integer"), ("offset", "bigint"))
+APPLIED = (
+    f"SELECT id FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
+    "WHERE id = ANY(%(ids)b::bigint[]) AND applied_at IS NOT NULL"
+)
+# One home for the checkpoint's upsert (the batch's statement and a dead-letter's own).
+# The offset is set, not raised: on a topic that came back empty offsets start again.
+CHECKPOINT_UPSERT = f"""
+INSERT INTO {_table(MatcherCheckpoint)} (topic, partition, "offset", topic_id, updated_at)
+SELECT %(topic)s::text, partition, "offset", %(topic_id)s::text, %(now)s::timestamptz
+  FROM {_unnest("c", CHECKPOINT_COLUMNS)}
+    ON CONFLICT (topic, partition) DO UPDATE
+       SET "offset" = EXCLUDED."offset", topic_id = EXCLUDED.topic_id,
+           updated_at = EXCLUDED.updated_at
+"""  # noqa: S608 - table and column names are constants; values are bound
+MARK_APPLIED = (
+    f"UPDATE {_OUTBOX_TABLE} SET applied_at = %(now)s::timestamptz "  # noqa: S608 - constant
+    "WHERE id = ANY(%(applied)b::bigint[]) AND applied_at IS NULL"
+)
+EVENT_COLUMNS = (
+    ("topic", "text"),
+    ("key", "text"),
+    ("type", "text"),
+    ("seq", "bigint"),
+    ("ts", "bigint"),
+    ("data", "text"),
+)
+# In the events' order, so their ids (the relay's sending order) follow it.
+_EVENTS_UNNEST = (
+    "unnest("
+    + ", ".join(f"%(e_{name})b::{kind}[]" for name, kind in EVENT_COLUMNS)
+    + f") WITH ORDINALITY AS v({_names(EVENT_COLUMNS)}, n)"
+)
+
+# Everything a batch writes but the ledger, in ONE statement of constant text (prepared once per
+# connection): each table's rows travel as arrays, one per column, and an empty batch of a table
+# writes nothing. `held_for_replace` belongs to order_replace too, so it only moves by a
+# difference.
+BATCH_WRITE = compact(
+    f"""
+WITH orders AS (
+    UPDATE {_table(Order)} AS o
+       SET {", ".join(f"{name} = v.{name}" for name, _ in ORDER_UPDATE_COLUMNS)},
+           held_for_replace = o.held_for_replace - v.moved
+      FROM {_unnest("o", (("id", "bigint"), *ORDER_UPDATE_COLUMNS, ("moved", "numeric")))}
+     WHERE o.id = v.id
+), trades AS (
+    INSERT INTO {_table(Trade)} ({_names(TRADE_COLUMNS)})
+    SELECT * FROM {_unnest("t", TRADE_COLUMNS)}
+), positions AS (
+    INSERT INTO {_table(Position)} ({_names(POSITION_COLUMNS)})
+    SELECT * FROM {_unnest("p", POSITION_COLUMNS)}
+    ON CONFLICT (account_id, instrument_id) DO UPDATE
+       SET quantity = EXCLUDED.quantity, average_cost = EXCLUDED.average_cost,
+           realized_pnl = EXCLUDED.realized_pnl, updated_at = EXCLUDED.updated_at
+), states AS (
+    UPDATE {_table(BookState)} AS s
+       SET trade_seq = v.trade_seq, last_price = v.last_price, book_seq = v.book_seq,
+           updated_at = v.updated_at
+      FROM {_unnest("s", STATE_COLUMNS)}
+     WHERE s.instrument_id = v.instrument_id
+), events AS (
+    INSERT INTO {_table(Outbox)} (topic, key, type, seq, ts, data, created_at)
+    SELECT topic, key, type, seq, ts, data::jsonb, %(now)s::timestamptz
+      FROM {_EVENTS_UNNEST}
+     ORDER BY v.n
+), sequences AS (
+    INSERT INTO {_table(StreamSequence)} (topic, key, seq)
+    SELECT * FROM {_unnest("q", SEQUENCE_COLUMNS)}
+    ON CONFLICT (topic, key) DO UPDATE SET seq = EXCLUDED.seq
+), applied AS (
+    {MARK_APPLIED}
+)
+{CHECKPOINT_UPSERT}
+"""  # noqa: S608 - table and column names are constants; values are bound
+)
+
+
+# --- the outbox relay ---------------------------------------------------------------------
+
+# Notified when a command is committed (the trigger of migration 0006).
+NOTIFY_CHANNEL = "trading_outbox_orders"
+LANE_LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
+# Session advisory locks: (namespace, key) of a topic's lane; the try form answers 'true' or
+# 'false' as text.
+LANE_LOCK = "SELECT pg_advisory_lock(%s, %s)::text"
+LANE_TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)::text"
+LANE_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+RELAY_UNSENT = (
+    f"SELECT id, topic, key, type, seq, ts, data::text FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
+    "WHERE topic = ANY(%s) AND sent_at IS NULL ORDER BY id LIMIT %s"
+)
+RELAY_MARK_SENT = f"UPDATE {_OUTBOX_TABLE} SET sent_at = %s WHERE id = ANY(%s)"  # noqa: S608
+# Advance each (physical topic, partition) cursor, never backwards, with its topic's id.
+RELAY_CURSORS_ADVANCE = f"""
+INSERT INTO {_table(RelayCursor)} AS c (topic, partition, "offset", topic_id, updated_at)
+SELECT t, p, o, i, %s
+  FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS v(t, p, o, i)
+    ON CONFLICT (topic, partition) DO UPDATE
+       SET "offset" = GREATEST(c."offset", EXCLUDED."offset"),
+           topic_id = EXCLUDED.topic_id,
+           updated_at = EXCLUDED.updated_at
+"""  # noqa: S608 - table name from model metadata; values are bound
+
+
+# --- trading's invariants (trading.checks) -------------------------------------------------
+
+_OPEN = ", ".join(f"'{status.value}'" for status in Order.OPEN_STATUSES)
+
+# The asset an order holds, as SQL: `rules.hold_asset` itself, applied to an instrument whose
+# base and quote are the columns of `i` (so the rule is not written a second time here).
+_HOLD_ASSET_ID = (
+    "CASE o.side "
+    + " ".join(
+        f"WHEN '{side.value}' THEN "
+        + rules.hold_asset(SimpleNamespace(base="i.base_id", quote="i.quote_id"), side.value)
+        for side in Order.Side
+    )
+    + " END"
+)
+
+HELD_EQUALS_OPEN_ORDERS = f"""
+    WITH needed AS (
+        -- Every (account, asset) an order ever held; a hold made outside trading (the
+        -- ledger's own `hold` service) on a pair no order uses is not checked here.
+        SELECT o.account_id, {_HOLD_ASSET_ID} AS asset_id,
+               SUM(CASE WHEN o.status IN ({_OPEN}) THEN o.held ELSE 0 END
+                   + o.held_for_replace) AS held
+          FROM {_table(Order)} o JOIN {_table(Instrument)} i ON i.id = o.instrument_id
+         GROUP BY 1, 2
+    )
+    SELECT b.account_id, a.code, a.precision, b.held, n.held
+      FROM (SELECT account_id, asset_id, held FROM {_table(Balance)}
+             WHERE account_kind = '{Account.Kind.CUSTOMER.value}') b
+      JOIN needed n ON n.account_id = b.account_id AND n.asset_id = b.asset_id
+      JOIN {_table(Asset)} a ON a.id = b.asset_id
+     WHERE b.held <> n.held
+     ORDER BY 1, 2
+"""  # noqa: S608 - table names from model metadata, values from the models' enums
+
+POSITION_EQUALS_FILLS = f"""
+    WITH fills AS (
+        SELECT account_id, instrument_id, SUM(quantity) AS quantity FROM (
+            SELECT buyer_id AS account_id, instrument_id, quantity FROM {_table(Trade)}
+            UNION ALL
+            SELECT seller_id, instrument_id, -quantity FROM {_table(Trade)}
+        ) f GROUP BY 1, 2
+    )
+    SELECT COALESCE(p.account_id, f.account_id), i.symbol,
+           COALESCE(p.quantity, 0), COALESCE(f.quantity, 0)
+      FROM {_table(Position)} p
+      FULL OUTER JOIN fills f
+        ON f.account_id = p.account_id AND f.instrument_id = p.instrument_id
+      JOIN {_table(Instrument)} i ON i.id = COALESCE(p.instrument_id, f.instrument_id)
+     WHERE COALESCE(p.quantity, 0) <> COALESCE(f.quantity, 0)
+     ORDER BY 1, 2
+"""  # noqa: S608 - table names from model metadata
+
+ORDER_FILLED_EQUALS_TRADES = f"""
+    WITH fills AS (
+        SELECT order_id, SUM(quantity) AS quantity FROM (
+            SELECT maker_order_id AS order_id, quantity FROM {_table(Trade)}
+            UNION ALL
+            SELECT taker_order_id, quantity FROM {_table(Trade)}
+        ) f GROUP BY 1
+    )
+    SELECT o.id, o.filled_quantity, COALESCE(f.quantity, 0)
+      FROM {_table(Order)} o LEFT JOIN fills f ON f.order_id = o.id
+     WHERE o.filled_quantity <> COALESCE(f.quantity, 0)
+     ORDER BY 1
+"""  # noqa: S608 - table names from model metadata
