@@ -12,6 +12,10 @@ from typing import Any
 
 from trading.models import Order
 from trading.units import plain
+from tredye import kafka
+
+# The topics the matcher's events go on (its outbox rows; the relay sends any it left behind).
+EVENT_TOPICS = (kafka.TRADES, kafka.BOOK, kafka.ACCOUNT_EVENTS)
 
 # The `type` of each event on the topics (an outbox row's, and the envelope's on the wire).
 TRADE = "trade"

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from kafka.errors import KafkaError
 
-from trading.matching.events import EVENT_TOPICS
+from trading.messages import EVENT_TOPICS
 from trading.outbox import Lanes, Relay
 from tredye import kafka
 from tredye.workers import Backoff, Worker

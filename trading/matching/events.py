@@ -10,8 +10,6 @@ from trading.matching.store import BatchResult, EventRow
 from trading.messages import ACCOUNT_ORDERS, BOOK_DELTA, account_orders_message, book_delta_message
 from tredye import kafka
 
-EVENT_TOPICS = (kafka.TRADES, kafka.BOOK, kafka.ACCOUNT_EVENTS)
-
 
 def event_rows(
     books: Iterable[Book], result: BatchResult, next_seq: Callable[[str, str], int]

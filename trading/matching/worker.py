@@ -17,9 +17,9 @@ from trading.matching.commands import (
     Command,
     command_decode,
 )
-from trading.matching.events import EVENT_TOPICS
 from trading.matching.matcher import Matcher
 from trading.matching.store import BatchResult, checkpoint_write
+from trading.messages import EVENT_TOPICS
 from trading.outbox import Lanes, Relay, outbox_id
 from tredye import db, kafka
 from tredye.kafka import EnvelopeError
