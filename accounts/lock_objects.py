@@ -11,8 +11,9 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from accounts import sql
 from accounts.models import Account, Balance
-from tredye.db import instances_fetch, select_columns
+from tredye.db import instances_fetch
 
 # First half of the two-int advisory lock key: the namespace of ledger idempotency keys.
 IDEMPOTENCY_LOCK_NAMESPACE = zlib.crc32(b"tredye.accounts.idempotency") - 2**31
@@ -34,10 +35,7 @@ def idempotency_keys_lock(*, keys: Iterable[str]) -> None:
     """Serialise calls that share an idempotency key until this transaction ends."""
     with connection.cursor() as cursor:
         for key in sorted(set(keys)):
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                [IDEMPOTENCY_LOCK_NAMESPACE, key],
-            )
+            cursor.execute(sql.IDEMPOTENCY_KEY_LOCK, [IDEMPOTENCY_LOCK_NAMESPACE, key])
 
 
 def balances_lock(
@@ -69,28 +67,12 @@ def balances_lock(
     return locked
 
 
-# One prepared statement (the matcher runs it every batch). Rows are locked one pair at a time
-# in the sorted order of the pairs (LATERAL, in ordinality order), each through the
-# (account, asset) unique index; only the balance rows are locked, never the account or asset
-# rows (a lock on those would serialise every balance of an asset on its one asset row).
-_BALANCES_LOCK = f"""
-SELECT {select_columns(Balance, "b")}
-  FROM unnest(%(accounts)b::bigint[], %(assets)b::bigint[])
-       WITH ORDINALITY AS v(account_id, asset_id, n),
-       LATERAL (
-           SELECT * FROM {Balance._meta.db_table} b
-            WHERE b.account_id = v.account_id AND b.asset_id = v.asset_id
-              FOR NO KEY UPDATE
-       ) AS b
- ORDER BY v.n
-"""  # noqa: S608 - constant text; values are bound
-
-
 def _balances_select(pairs: list[tuple[int, int]]) -> dict[tuple[int, int], Balance]:
-    """Lock and read the existing balance rows of these sorted pairs."""
+    """Lock and read the existing balance rows of these sorted pairs, in one prepared statement
+    (`accounts.sql.BALANCES_LOCK`: one pair at a time, in the pairs' order)."""
     rows = instances_fetch(
         Balance,
-        _BALANCES_LOCK,
+        sql.BALANCES_LOCK,
         {"accounts": [account for account, _ in pairs], "assets": [asset for _, asset in pairs]},
     )
     return {(row.account_id, row.asset_id): row for row in rows}

@@ -9,11 +9,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 
+from accounts import sql
 from accounts.models import Account, Asset, Balance, Bucket, Posting
 
 if TYPE_CHECKING:
@@ -224,13 +224,6 @@ class LedgerBreak:
         return f"[{self.invariant}] {self.detail}"
 
 
-_USER_TABLE = get_user_model()._meta.db_table
-_ACCOUNT_LABEL = """
-    CASE WHEN acc.kind = 'customer' THEN 'account #' || acc.id || ' (' || u.username || ')'
-         ELSE acc.kind || ' account #' || acc.id END
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class _Check:
     invariant: str
@@ -241,116 +234,52 @@ class _Check:
     precision_column: int | None = None
 
 
+# The statements are in `accounts.sql`, each with the columns its template reads.
 _CHECKS: list[_Check] = [
     _Check(
         "entry_balanced",
-        """
-        SELECT p.entry_id, a.code, a.precision, SUM(p.amount)
-          FROM accounts_posting p JOIN accounts_asset a ON a.id = p.asset_id
-         GROUP BY p.entry_id, a.code, a.precision
-        HAVING SUM(p.amount) <> 0
-         ORDER BY p.entry_id, a.code
-        """,
+        sql.ENTRY_BALANCED,
         "journal entry #{0}: {1} postings sum to {3}, not zero",
         precision_column=2,
     ),
     _Check(
         "entry_has_postings",
-        """
-        SELECT e.id, e.kind, e.reference FROM accounts_journalentry e
-         WHERE NOT EXISTS (SELECT 1 FROM accounts_posting p WHERE p.entry_id = e.id)
-         ORDER BY e.id
-        """,
+        sql.ENTRY_HAS_POSTINGS,
         "journal entry #{0} ({1} {2}) has no postings",
     ),
     _Check(
         "asset_sums_to_zero",
-        """
-        SELECT a.code, a.precision, SUM(b.available + b.held + b.pending)
-          FROM accounts_balance b JOIN accounts_asset a ON a.id = b.asset_id
-         GROUP BY a.code, a.precision
-        HAVING SUM(b.available + b.held + b.pending) <> 0
-         ORDER BY a.code
-        """,
+        sql.BALANCES_SUM_TO_ZERO,
         "{0}: balances over all accounts sum to {2}, not zero",
         precision_column=1,
     ),
     _Check(
         "asset_sums_to_zero",
-        """
-        SELECT a.code, a.precision, SUM(p.amount)
-          FROM accounts_posting p JOIN accounts_asset a ON a.id = p.asset_id
-         GROUP BY a.code, a.precision
-        HAVING SUM(p.amount) <> 0
-         ORDER BY a.code
-        """,
+        sql.POSTINGS_SUM_TO_ZERO,
         "{0}: postings over all accounts sum to {2}, not zero",
         precision_column=1,
     ),
     _Check(
         "balance_equals_postings",
-        f"""
-        WITH posted AS (
-            SELECT account_id, asset_id,
-                   COALESCE(SUM(amount) FILTER (WHERE bucket = 'available'), 0) AS available,
-                   COALESCE(SUM(amount) FILTER (WHERE bucket = 'held'), 0) AS held,
-                   COALESCE(SUM(amount) FILTER (WHERE bucket = 'pending'), 0) AS pending
-              FROM accounts_posting GROUP BY account_id, asset_id
-        ), compared AS (
-            SELECT COALESCE(b.account_id, p.account_id) AS account_id,
-                   COALESCE(b.asset_id, p.asset_id) AS asset_id,
-                   COALESCE(b.available, 0) AS b_available, COALESCE(p.available, 0) AS p_available,
-                   COALESCE(b.held, 0) AS b_held, COALESCE(p.held, 0) AS p_held,
-                   COALESCE(b.pending, 0) AS b_pending, COALESCE(p.pending, 0) AS p_pending
-              FROM accounts_balance b
-              FULL OUTER JOIN posted p
-                ON p.account_id = b.account_id AND p.asset_id = b.asset_id
-        )
-        SELECT {_ACCOUNT_LABEL}, a.code, a.precision,
-               c.b_available, c.p_available, c.b_held, c.p_held, c.b_pending, c.p_pending
-          FROM compared c
-          JOIN accounts_account acc ON acc.id = c.account_id
-          LEFT JOIN {_USER_TABLE} u ON u.id = acc.user_id
-          JOIN accounts_asset a ON a.id = c.asset_id
-         WHERE c.b_available <> c.p_available OR c.b_held <> c.p_held
-            OR c.b_pending <> c.p_pending
-         ORDER BY c.account_id, a.code
-        """,  # noqa: S608 - only module constants are interpolated
+        sql.BALANCE_EQUALS_POSTINGS,
         "{0} {1}: balance available/held/pending is {3}/{5}/{7} "
         "but its postings sum to {4}/{6}/{8}",
         precision_column=2,
     ),
     _Check(
         "no_negative_bucket",
-        f"""
-        SELECT {_ACCOUNT_LABEL}, a.code, a.precision, b.available, b.held, b.pending
-          FROM accounts_balance b
-          JOIN accounts_account acc ON acc.id = b.account_id
-          LEFT JOIN {_USER_TABLE} u ON u.id = acc.user_id
-          JOIN accounts_asset a ON a.id = b.asset_id
-         WHERE acc.kind <> 'external' AND (b.available < 0 OR b.held < 0 OR b.pending < 0)
-         ORDER BY b.account_id, a.code
-        """,  # noqa: S608 - only module constants are interpolated
+        sql.NO_NEGATIVE_BUCKET,
         "{0} {1}: a bucket is negative (available {3}, held {4}, pending {5})",
         precision_column=2,
     ),
     _Check(
         "balance_kind_matches_account",
-        """
-        SELECT b.id, b.account_id, b.account_kind, acc.kind FROM accounts_balance b
-          JOIN accounts_account acc ON acc.id = b.account_id
-         WHERE b.account_kind <> acc.kind ORDER BY b.id
-        """,
+        sql.BALANCE_KIND_MATCHES_ACCOUNT,
         "balance #{0} says account #{1} is {2}, but it is {3}",
     ),
     _Check(
         "posting_within_precision",
-        """
-        SELECT p.id, p.entry_id, a.code, a.precision, p.amount
-          FROM accounts_posting p JOIN accounts_asset a ON a.id = p.asset_id
-         WHERE p.amount <> round(p.amount, a.precision)
-         ORDER BY p.id
-        """,
+        sql.POSTING_WITHIN_PRECISION,
         "posting #{0} (entry #{1}) of {4} {2} has more than {3} decimal places",
     ),
 ]

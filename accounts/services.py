@@ -31,6 +31,7 @@ from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
+from accounts import sql
 from accounts.exceptions import (
     AccountFrozen,
     IdempotencyConflict,
@@ -47,12 +48,10 @@ from accounts.models import (
     AMOUNT_MAX_DIGITS,
     Account,
     Asset,
-    Balance,
     Bucket,
     EntryKind,
     IdempotencyKey,
     JournalEntry,
-    Posting,
 )
 from tredye.db import prepared_cursor
 
@@ -362,7 +361,7 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
             accounts[leg.account.pk] = leg.account
             assets[leg.asset.pk] = leg.asset
     cursor = prepared_cursor()
-    cursor.execute(_ACCOUNT_KINDS, {"ids": list(accounts)}, prepare=True)
+    cursor.execute(sql.ACCOUNT_KINDS, {"ids": list(accounts)}, prepare=True)
     kinds = dict(cursor.fetchall())
     missing = set(accounts) - set(kinds)
     if missing:
@@ -410,29 +409,6 @@ def ledger_post(*, entries: Sequence[EntrySpec]) -> list[JournalEntry]:
     return [results[index] for index in range(len(specs))]
 
 
-_ENTRIES_INSERT = f"""
-WITH entry AS (
-    -- Ids drawn here, so each posting finds its entry by position (`n`).
-    SELECT nextval(pg_get_serial_sequence('{JournalEntry._meta.db_table}', 'id')) AS id,
-           kind, reference, memo, n
-      FROM unnest(%(kind)b::text[], %(reference)b::text[], %(memo)b::text[])
-           WITH ORDINALITY AS v(kind, reference, memo, n)
-), entries AS (
-    INSERT INTO {JournalEntry._meta.db_table} (id, kind, reference, memo, created_at)
-    SELECT id, kind, reference, memo, %(now)b::timestamptz FROM entry ORDER BY n
-), postings AS (
-    INSERT INTO {Posting._meta.db_table} (entry_id, account_id, asset_id, bucket, amount)
-    SELECT entry.id, v.account_id, v.asset_id, v.bucket, v.amount
-      FROM unnest(%(entry)b::bigint[], %(account)b::bigint[], %(asset)b::bigint[],
-                  %(bucket)b::text[], %(amount)b::numeric[])
-           WITH ORDINALITY AS v(n, account_id, asset_id, bucket, amount, k)
-      JOIN entry ON entry.n = v.n
-     ORDER BY k
-)
-SELECT id FROM entry ORDER BY n
-"""  # noqa: S608 - table names from model metadata; values are bound
-
-
 def _entries_insert(specs: list[EntrySpec], now: datetime.datetime) -> list[JournalEntry]:
     """Insert journal entries and all their postings in ONE prepared statement.
 
@@ -458,7 +434,7 @@ def _entries_insert(specs: list[EntrySpec], now: datetime.datetime) -> list[Jour
             params["bucket"].append(str(leg.bucket))  # type: ignore[attr-defined]
             params["amount"].append(leg.amount)  # type: ignore[attr-defined]
     cursor = prepared_cursor()
-    cursor.execute(_ENTRIES_INSERT, params, prepare=True)
+    cursor.execute(sql.ENTRIES_INSERT, params, prepare=True)
     ids = [row[0] for row in cursor.fetchall()]
     entries = []
     for entry_id, spec in zip(ids, specs, strict=True):
@@ -471,20 +447,9 @@ def _entries_insert(specs: list[EntrySpec], now: datetime.datetime) -> list[Jour
     return entries
 
 
-_BALANCE_TABLE = Balance._meta.db_table
 _BUCKETS = tuple(Bucket.values)
 
 
-_ACCOUNT_KINDS = f"SELECT id, kind FROM {Account._meta.db_table} WHERE id = ANY(%(ids)b::bigint[])"  # noqa: S608
-# Every locked row moved by its net change, in one prepared statement (arrays, one per column).
-_BALANCES_MOVE = f"""
-UPDATE {_BALANCE_TABLE} AS b
-   SET {", ".join(f"{bucket} = b.{bucket} + v.{bucket}" for bucket in _BUCKETS)},
-       updated_at = %(now)b::timestamptz
-  FROM unnest(%(ids)b::bigint[], {", ".join(f"%({bucket})b::numeric[]" for bucket in _BUCKETS)})
-       AS v(id, {", ".join(_BUCKETS)})
- WHERE b.id = v.id
-"""  # noqa: S608 - constant text; values are bound
 _ZERO = Decimal(0)
 
 
@@ -495,7 +460,7 @@ def _balances_move(moves: list[tuple[int, dict[str, Decimal]]], now: object) -> 
     params: dict[str, object] = {"now": now, "ids": [pk for pk, _ in moves]}
     for bucket in _BUCKETS:
         params[bucket] = [change.get(bucket, _ZERO) for _, change in moves]
-    prepared_cursor().execute(_BALANCES_MOVE, params, prepare=True)
+    prepared_cursor().execute(sql.BALANCES_MOVE, params, prepare=True)
 
 
 # ---------------------------------------------------------------------------------------------
