@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -120,6 +121,25 @@ def asgi_server(start_process, kafka_topics: None) -> str:
 def stream_process(start_process, kafka_topics: None) -> Process:
     """The real stream worker, consuming the test broker's ticks topic."""
     return start_process("stream", *manage("run_stream"))
+
+
+@pytest.fixture
+def order_path(start_process, kafka_topics) -> Iterator[str]:
+    """The relay and the matcher as real child processes, on topics of this test's own."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    prefix = f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:8]}."
+    env = {"KAFKA_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO"}
+    with override_settings(KAFKA_TOPIC_PREFIX=prefix):
+        from tredye import kafka
+
+        kafka.ensure_topics()
+        relay = start_process(f"relay-{prefix}", *manage("run_outbox_relay"), env=env)
+        matcher = start_process(f"matcher-{prefix}", *manage("run_matcher"), env=env)
+        yield prefix
+        for process in (matcher, relay):
+            process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -121,14 +121,14 @@ def place(
     account: Account,
     market: Instrument,
     side: str = "buy",
-    *,
     quantity: str = "1",
+    *,
     client_order_id: str | None = None,
     **fields: object,
 ) -> Order:
-    """Place an order on `market` through the order service, as the API does (a fresh client
-    order id unless given; `price`, `type`, `time_in_force`… through `fields`). It is pending
-    until the matcher applies it: see `settled`."""
+    """Place an order on `market` through the order service, as the API does: a limit order
+    unless `fields` say otherwise (`price`, `type`, `time_in_force`…), under a fresh client
+    order id unless one is given. It is pending until the matcher applies it: see `settled`."""
     from trading.services import order_place
 
     return order_place(

@@ -1,57 +1,9 @@
-from decimal import Decimal
+"""The marketdata tests' symbol cache and isolated stream (the factories are the root
+conftest's)."""
 
 import pytest
 
-from accounts.models import Asset
 from marketdata import consumers
-from marketdata.models import PriceModel
-from trading.models import Instrument
-from trading.tests.conftest import (  # noqa: F401
-    asset,
-    instrument,
-    order_path,
-    queued_command,
-    trader,
-)
-
-
-@pytest.fixture
-def make_instrument(db):
-    """Create an instrument (and its assets and price model) for the tests."""
-
-    def make(
-        symbol: str = "AAPL",
-        *,
-        price: str = "200.00",
-        tick: str = "0.01",
-        lot: str = "1",
-        status: str = Instrument.Status.OPEN,
-    ) -> Instrument:
-        usd, _ = Asset.objects.get_or_create(
-            code="USD", defaults={"name": "US dollar", "precision": 2}
-        )
-        base, _ = Asset.objects.get_or_create(
-            code=symbol.split("-")[0], defaults={"name": symbol, "precision": 8}
-        )
-        listed = Instrument.objects.create(
-            symbol=symbol,
-            name=f"{symbol} test",
-            base=base,
-            quote=usd,
-            tick_size=Decimal(tick),
-            lot_size=Decimal(lot),
-            status=status,
-        )
-        PriceModel.objects.create(
-            instrument=listed,
-            initial_price=Decimal(price),
-            annual_volatility=Decimal("0.30"),
-            spread_bps=4,
-            typical_size=Decimal("100") * Decimal(lot),
-        )
-        return listed
-
-    return make
 
 
 @pytest.fixture(autouse=True)

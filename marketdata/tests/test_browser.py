@@ -39,7 +39,7 @@ def test_the_watchlist_shows_moving_prices_within_five_seconds(
 def test_the_page_says_reconnecting_when_the_server_goes_away(
     make_instrument, asgi_server, browser_page
 ):
-    make_instrument("AAPL")
+    make_instrument("AAPL", price="200.00")
     page = browser_page
     page.goto(asgi_server + "/")
     page.locator('#connection[data-state="live"]').wait_for(timeout=5000)
@@ -51,15 +51,15 @@ def test_the_page_says_reconnecting_when_the_server_goes_away(
 
 
 def test_the_page_says_orders_are_queued_when_the_matcher_does_not_keep_up(
-    make_instrument, asgi_server, stream_process, browser_page, queued_command
+    make_instrument, asgi_server, stream_process, browser_page, make_queued_command
 ):
     from django.utils import timezone
 
     from trading.models import Outbox
 
     # given a command accepted 30 s ago that no matcher has applied
-    make_instrument("AAPL")
-    stuck = queued_command(age_s=30)
+    make_instrument("AAPL", price="200.00")
+    stuck = make_queued_command(age_s=30)
     page = browser_page
     # when a trader opens the page, then it says so in words
     page.goto(asgi_server + "/")

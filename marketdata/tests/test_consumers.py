@@ -27,7 +27,7 @@ def isolated(isolated_stream):
 @pytest.fixture
 def instruments(make_instrument):
     async def make():
-        await database_sync_to_async(make_instrument)("AAPL")
+        await database_sync_to_async(make_instrument)("AAPL", price="200.00")
         await database_sync_to_async(make_instrument)("BTC-USD", price="97000.00")
 
     return make

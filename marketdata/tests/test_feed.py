@@ -152,7 +152,7 @@ def test_simulated_feed_reaches_kafka_in_the_envelope(make_instrument, fresh_tic
 def test_replay_feed_sends_the_recorded_prices_in_time_order(
     make_instrument, fresh_ticks_topic, tmp_path
 ):
-    make_instrument("AAPL")
+    make_instrument("AAPL", price="200.00")
     path = write_csv(
         tmp_path,
         "\n".join(
@@ -186,7 +186,7 @@ def test_replay_feed_sends_the_recorded_prices_in_time_order(
 def test_bad_arguments_give_a_clear_error_and_send_nothing(
     make_instrument, fresh_ticks_topic, args, message
 ):
-    make_instrument("AAPL")
+    make_instrument("AAPL", price="200.00")
     with pytest.raises(CommandError, match=message):
         call_command("run_feed", *args)
     assert read_topic(kafka.TICKS, 1, timeout_s=1.0) == []

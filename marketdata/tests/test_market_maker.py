@@ -6,19 +6,18 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
+from django.conf import settings
 from django.test import override_settings
 from kafka import KafkaProducer
 
-from accounts import services as ledger
 from accounts.selectors import ledger_verify
 from marketdata.feed import Quote as Tick
 from marketdata.maker import BUY, SELL, MakerConfig, quotes_plan
-from marketdata.models import PriceModel
 from marketdata.services import TickPublisher
+from testing.factories import make_price_model
+from testing.helpers import manage, settled, wait_for
 from trading.models import Order, Position
 from trading.services import order_place
-from trading.tests.conftest import manage, settled, wait_for
 from tredye import kafka
 
 D = Decimal
@@ -92,27 +91,15 @@ def maker_open(account, market, status=None):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_maker_quotes_a_lone_trader_fills_and_inventory_stays_in_limits(
-    order_path, start_test_process, instrument, trader
+    order_path, start_test_process, make_instrument, make_account
 ):
     # given: an instrument with a reference price, a funded maker, ticks on Kafka
-    market = instrument()
-    PriceModel.objects.create(
-        instrument=market,
-        initial_price=D("100.00"),
-        annual_volatility=D("0.2"),
-        spread_bps=2,
-        typical_size=D("10"),
+    market = make_instrument()
+    make_price_model(market, price="100.00", volatility="0.2", spread_bps=2, typical_size="10")
+    bot = make_account(
+        f"mm-{uuid.uuid4().hex[:8]}", funds={market.quote: "1000000", market.base: "1000"}
     )
-    user = get_user_model().objects.create_user(f"mm-{uuid.uuid4().hex[:8]}", password=None)
-    bot = ledger.account_open(user=user)
-    for asset, amount in ((market.quote, "1000000"), (market.base, "1000")):
-        ledger.deposit(
-            account=bot,
-            asset=asset,
-            amount=D(amount),
-            reference="maker funding",
-            idempotency_key=f"mm-{uuid.uuid4()}",
-        )
+    user = bot.user
     limits = {
         "MARKET_MAKER_LEVEL_LOTS": "10",
         "MARKET_MAKER_MAX_INVENTORY_LOTS": "20",
@@ -125,7 +112,7 @@ def test_the_maker_quotes_a_lone_trader_fills_and_inventory_stays_in_limits(
     )
     with override_settings(KAFKA_TOPIC_PREFIX=order_path):
         publisher = TickPublisher()
-        producer = KafkaProducer(bootstrap_servers=kafka._common_config()["bootstrap_servers"])
+        producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
     open_price = D("100.00")
 
     def tick(last: D) -> None:
@@ -160,7 +147,7 @@ def test_the_maker_quotes_a_lone_trader_fills_and_inventory_stays_in_limits(
         assert {o.quantity for o in live} == {D(10)}
 
         # when: a lone trader buys at market
-        buyer = trader({market.quote: "10000"})
+        buyer = make_account(funds={market.quote: "10000"})
         buy = order_place(
             account=buyer,
             symbol=market.symbol,
@@ -204,7 +191,7 @@ def test_the_maker_quotes_a_lone_trader_fills_and_inventory_stays_in_limits(
             20,
             "the maker to bid 25",
         )
-        seller = trader({market.base: "100"})
+        seller = make_account(funds={market.base: "100"})
         sell = order_place(
             account=seller,
             symbol=market.symbol,

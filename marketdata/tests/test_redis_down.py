@@ -148,7 +148,7 @@ async def test_a_socket_opened_while_redis_is_down_gets_a_status_not_1011_and_go
     make_instrument, on_private_redis, sender
 ):
     # given Redis is down
-    await database_sync_to_async(make_instrument)("AAPL")
+    await database_sync_to_async(make_instrument)("AAPL", price="200.00")
     on_private_redis.kill()
     # when a page opens its socket
     communicator = WebsocketCommunicator(application, "/ws/stream/", headers=[ORIGIN])
@@ -180,7 +180,7 @@ def test_the_stream_worker_conflates_while_redis_is_down_and_republishes_when_it
 ):
     import redis
 
-    from marketdata.tests.test_stream import tick
+    from testing.helpers import tick
 
     kafka.ensure_topics()
     producer = kafka.producer()

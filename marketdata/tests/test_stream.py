@@ -13,23 +13,9 @@ from channels.layers import get_channel_layer
 from kafka import TopicPartition
 
 from marketdata.channels import group_name
-from marketdata.feed import Quote
-from marketdata.services import tick_record
 from marketdata.stream import Conflator, StreamWorker
+from testing.helpers import tick
 from tredye import kafka
-
-
-def tick(symbol: str, seq: int, last: Decimal) -> bytes:
-    quote = Quote(
-        symbol=symbol,
-        bid=last - Decimal("0.01"),
-        ask=last + Decimal("0.01"),
-        last=last,
-        bid_size=Decimal("10"),
-        ask_size=Decimal("12"),
-        open=Decimal("100.00"),
-    )
-    return tick_record(quote, seq=seq)
 
 
 def test_conflator_keeps_the_latest_message_per_channel_and_numbers_them():
@@ -253,9 +239,7 @@ def test_the_stream_worker_outlives_terminated_database_connections(start_test_p
 
     from django.test import override_settings
 
-    from testing.helpers import manage
-    from trading.tests.conftest import wait_for
-    from trading.tests.test_matcher_database_loss import terminate_backends
+    from testing.helpers import manage, terminate_backends, wait_for
     from tredye import status
 
     # given the stream worker, which reads the platform's status from PostgreSQL every second

@@ -124,7 +124,7 @@ frames = st.one_of(
 
 @pytest.fixture
 def fuzz_server(start_test_process, make_instrument):
-    make_instrument(SYMBOL)
+    make_instrument(SYMBOL, price="200.00")
     port = free_port()
     process = start_test_process(
         "daphne-fuzz", *daphne_command(port), env={"KAFKA_TOPIC_PREFIX": f"fuzz{port}."}

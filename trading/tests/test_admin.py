@@ -10,8 +10,8 @@ from trading.models import Instrument
 pytestmark = pytest.mark.django_db
 
 
-def test_admin_halts_and_resumes_selected_instruments(client, instrument):
-    market = instrument()
+def test_admin_halts_and_resumes_selected_instruments(client, make_instrument):
+    market = make_instrument()
     admin = get_user_model().objects.create_superuser("boss", password="x")  # noqa: S106
     client.force_login(admin)
     url = "/admin/trading/instrument/"

@@ -92,10 +92,10 @@ def check(response, before: tuple, *, head: bool = False) -> None:
 
 
 @pytest.fixture
-def fuzz_client(trader, instrument, settings):
+def fuzz_client(make_account, make_instrument, settings):
     settings.ORDER_RATE_LIMIT_PER_S = 0  # the limit has its own test; here it would hide paths
-    market = instrument()
-    account = trader({market.quote: "100000", market.base: "1000"})
+    market = make_instrument()
+    account = make_account(funds={market.quote: "100000", market.base: "1000"})
     client = Client()
     client.force_login(account.user)
     return client, market

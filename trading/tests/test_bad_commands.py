@@ -6,19 +6,18 @@ import pytest
 from django.test import override_settings
 
 from accounts.selectors import ledger_verify
+from testing.helpers import read_topic, settled
 from trading.models import Order
 from trading.services import order_place
-from trading.tests.conftest import settled
-from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_poison_commands_are_dead_lettered(order_path, instrument, trader):
+def test_poison_commands_are_dead_lettered(order_path, make_instrument, make_account):
     with override_settings(KAFKA_TOPIC_PREFIX=order_path):
-        market = instrument()
-        buyer = trader({market.quote: "1000"})
+        market = make_instrument()
+        buyer = make_account(funds={market.quote: "1000"})
         producer = kafka.producer()
         topic = kafka.topic(kafka.ORDERS)
         key = market.symbol.encode()

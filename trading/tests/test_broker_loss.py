@@ -22,10 +22,9 @@ from django.db import close_old_connections
 from django.test import override_settings
 
 from accounts.selectors import ledger_verify
+from testing import helpers
+from testing.helpers import manage, read_topic, wait_for
 from trading.models import Order, Outbox, Trade
-from trading.services import order_place
-from trading.tests.conftest import manage, wait_for
-from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka
 
 D = Decimal
@@ -51,35 +50,22 @@ def lossy_kafka(private_broker) -> Iterator[dict[str, str]]:
         yield env
 
 
-def _market(instrument, trader):
-    market = instrument()
-    seller = trader({market.base: "100000"})
-    buyer = trader({market.quote: "10000000"})
+def _market(make_instrument, make_account):
+    market = make_instrument()
+    seller = make_account(funds={market.base: "100000"})
+    buyer = make_account(funds={market.quote: "10000000"})
     return market, seller, buyer
 
 
 def _buy(market, buyer, number: int) -> Order:
     """A marketable buy of one lot (the seller rests plenty at 100.00)."""
-    return order_place(
-        account=buyer,
-        symbol=market.symbol,
-        client_order_id=f"buy-{number}",
-        side="buy",
-        quantity="1",
-        price="100.00",
-        time_in_force="ioc",
+    return helpers.place(
+        buyer, market, "buy", client_order_id=f"buy-{number}", price="100.00", time_in_force="ioc"
     )
 
 
 def _rest_sells(market, seller, quantity: int) -> Order:
-    return order_place(
-        account=seller,
-        symbol=market.symbol,
-        client_order_id=f"sell-{uuid.uuid4().hex[:8]}",
-        side="sell",
-        quantity=str(quantity),
-        price="100.00",
-    )
+    return helpers.place(seller, market, "sell", str(quantity), price="100.00")
 
 
 def _all_done(market) -> bool:
@@ -114,10 +100,10 @@ def _assert_exactly_once(market, buys: list[Order]) -> None:
 
 @pytest.mark.timeout(300)
 def test_broker_comes_back_empty_while_everything_runs(
-    start_test_process, private_broker, lossy_kafka, instrument, trader
+    start_test_process, private_broker, lossy_kafka, make_instrument, make_account
 ):
     # given the order path running on a broker of its own, with a resting seller
-    market, seller, buyer = _market(instrument, trader)
+    market, seller, buyer = _market(make_instrument, make_account)
     start_test_process("relay", *manage("run_outbox_relay"), env=lossy_kafka)
     matcher = start_test_process("matcher", *manage("run_matcher"), env=lossy_kafka)
     _rest_sells(market, seller, 1000)
@@ -149,10 +135,10 @@ def test_broker_comes_back_empty_while_everything_runs(
 
 @pytest.mark.timeout(300)
 def test_run_again_on_a_new_broker_with_the_history_of_a_previous_run(
-    start_test_process, private_broker, lossy_kafka, instrument, trader
+    start_test_process, private_broker, lossy_kafka, make_instrument, make_account
 ):
     # given a first run that matched orders, then stopped (Ctrl-C) with its broker
-    market, seller, buyer = _market(instrument, trader)
+    market, seller, buyer = _market(make_instrument, make_account)
     relay = start_test_process("relay-1", *manage("run_outbox_relay"), env=lossy_kafka)
     matcher = start_test_process("matcher-1", *manage("run_matcher"), env=lossy_kafka)
     _rest_sells(market, seller, 1000)

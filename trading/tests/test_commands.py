@@ -8,8 +8,8 @@ from trading.models import Instrument
 
 
 @pytest.mark.django_db
-def test_halt_and_resume_change_the_status(instrument, capsys):
-    listed = instrument()
+def test_halt_and_resume_change_the_status(make_instrument, capsys):
+    listed = make_instrument()
     call_command("halt", listed.symbol)
     listed.refresh_from_db()
     assert listed.status == Instrument.Status.HALTED
@@ -26,12 +26,12 @@ def test_an_unknown_symbol_is_a_clear_error():
 
 
 @pytest.mark.django_db
-def test_instrument_rules_shows_and_changes_rules_through_the_service(instrument, capsys):
+def test_instrument_rules_shows_and_changes_rules_through_the_service(make_instrument, capsys):
 
     from trading.matching.commands import RULES_CHANGE
     from trading.models import Outbox
 
-    listed = instrument()
+    listed = make_instrument()
     call_command("instrument_rules", listed.symbol)
     assert "tick_size        0.01" in capsys.readouterr().out
     call_command(
@@ -46,8 +46,8 @@ def test_instrument_rules_shows_and_changes_rules_through_the_service(instrument
 
 
 @pytest.mark.django_db
-def test_instrument_rules_refuses_a_tick_change_on_an_open_instrument(instrument):
-    listed = instrument()
+def test_instrument_rules_refuses_a_tick_change_on_an_open_instrument(make_instrument):
+    listed = make_instrument()
     with pytest.raises(CommandError, match="instrument_not_halted.*nothing changed"):
         call_command("instrument_rules", listed.symbol, "--tick-size", "0.05")
     with pytest.raises(CommandError, match="invalid_maker_fee_rate"):

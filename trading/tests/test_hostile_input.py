@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
+from testing.helpers import client_for, post, snapshot
 from trading.models import Order
-from trading.tests.test_views import client_for, post, snapshot
 
 D = Decimal
 pytestmark = pytest.mark.django_db

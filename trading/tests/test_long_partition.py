@@ -18,11 +18,10 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
+from testing import helpers
+from testing.helpers import manage, read_topic, settled, wait_for
 from trading.models import Order
 from trading.outbox import outbox_id
-from trading.services import order_place
-from trading.tests.conftest import manage, settled, wait_for
-from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka, status
 
 D = Decimal
@@ -50,7 +49,7 @@ def _fill(record, count: int) -> None:
 
 @pytest.mark.timeout(600)
 def test_matcher_keeps_up_past_50000_batches(
-    start_test_process, private_broker, instrument, trader
+    start_test_process, private_broker, make_instrument, make_account
 ):
     prefix = f"long{uuid.uuid4().hex[:8]}."
     env = {
@@ -63,31 +62,23 @@ def test_matcher_keeps_up_past_50000_batches(
     ):
         # given the order path, a resting seller and one applied buy
         kafka.ensure_topics()
-        market = instrument()
-        seller = trader({market.base: "1000"})
-        buyer = trader({market.quote: "100000"})
+        market = make_instrument()
+        seller = make_account(funds={market.base: "1000"})
+        buyer = make_account(funds={market.quote: "100000"})
         start_test_process("relay", *manage("run_outbox_relay"), env=env)
         matcher = start_test_process("matcher", *manage("run_matcher"), env=env)
 
         def buy(number: int) -> Order:
-            return order_place(
-                account=buyer,
-                symbol=market.symbol,
+            return helpers.place(
+                buyer,
+                market,
+                "buy",
                 client_order_id=f"b{number}",
-                side="buy",
-                quantity="1",
                 price="100.00",
                 time_in_force="ioc",
             )
 
-        order_place(
-            account=seller,
-            symbol=market.symbol,
-            client_order_id="s",
-            side="sell",
-            quantity="100",
-            price="100.00",
-        )
+        helpers.place(seller, market, "sell", "100", client_order_id="s", price="100.00")
         first = settled(buy(0), timeout_s=60)
         assert first.status == Order.Status.FILLED
         place = next(

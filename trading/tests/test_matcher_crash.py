@@ -7,22 +7,21 @@ import contextlib
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from decimal import Decimal
 
 import pytest
 from django.db import close_old_connections
 from django.test import override_settings
-from kafka import TopicPartition
 
 from accounts.selectors import ledger_verify
+from testing.helpers import manage, read_topic, wait_for
 from trading.engine import Accepted, Canceled, OrderBook, OrderType, Rejected, Side, TimeInForce
 from trading.engine import Order as EngineOrder
 from trading.engine import Trade as EngineTrade
 from trading.exceptions import TradingError
 from trading.models import Order, Trade
 from trading.services import order_cancel, order_place
-from trading.tests.conftest import manage, wait_for
 from tredye import kafka
 
 D = Decimal
@@ -31,26 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SEED = 20261121
 ORDERS = 3000
 KILLS = 10
-
-
-def read_topic(name: str, idle_s: float = 1.5) -> list:
-    """Every record of a topic, partition by partition in offset order."""
-    consumer = kafka.consumer(auto_offset_reset="earliest", max_poll_records=5000)
-    physical = kafka.topic(name)
-    partitions = [
-        TopicPartition(physical, p) for p in sorted(consumer.partitions_for_topic(physical))
-    ]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records: dict[int, list] = defaultdict(list)
-    quiet = time.monotonic()
-    while time.monotonic() - quiet < idle_s:
-        batch = consumer.poll(timeout_ms=100)
-        for tp, items in batch.items():
-            records[tp.partition].extend(items)
-            quiet = time.monotonic()
-    consumer.close()
-    return [record for p in sorted(records) for record in records[p]]
 
 
 def replay(records: list, orders: dict[int, Order]) -> tuple[dict[int, tuple], set[tuple]]:
@@ -118,7 +97,9 @@ def replay(records: list, orders: dict[int, Order]) -> tuple[dict[int, tuple], s
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_the_matcher_again_and_again(start_test_process, kafka_topics, instrument, trader):
+def test_sigkill_the_matcher_again_and_again(
+    start_test_process, kafka_topics, make_instrument, make_account
+):
     from django.conf import settings
 
     prefix = f"{settings.KAFKA_TOPIC_PREFIX}crash."
@@ -126,8 +107,11 @@ def test_sigkill_the_matcher_again_and_again(start_test_process, kafka_topics, i
     rng = random.Random(SEED)
     with override_settings(KAFKA_TOPIC_PREFIX=prefix):
         kafka.ensure_topics()
-        market = instrument(maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"))
-        traders = [trader({market.quote: "10000000", market.base: "1000000"}) for _ in range(10)]
+        market = make_instrument(maker_fee_rate=D("0.001"), taker_fee_rate=D("0.002"))
+        traders = [
+            make_account(funds={market.quote: "10000000", market.base: "1000000"})
+            for _ in range(10)
+        ]
         start_test_process("crash-relay", *manage("run_outbox_relay"), env=env)
         matcher = start_test_process("crash-matcher-0", *manage("run_matcher"), env=env)
         kills = 0

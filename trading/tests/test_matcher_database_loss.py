@@ -8,31 +8,19 @@ import time
 import uuid
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from accounts.selectors import ledger_verify
+from testing import helpers
+from testing.helpers import manage, read_topic, settled, terminate_backends, wait_for
 from trading.models import Order, Trade
-from trading.services import order_place
-from trading.tests.conftest import manage, settled, wait_for
-from trading.tests.test_matcher_crash import read_topic
 from tredye import kafka
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def terminate_backends(application_name: str) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s",
-            [application_name],
-        )
-        return cursor.fetchone()[0]
-
-
 def test_the_matcher_survives_losing_its_database_connections(
-    start_test_process, kafka_topics, instrument, trader
+    start_test_process, kafka_topics, make_instrument, make_account
 ):
     from django.conf import settings
 
@@ -48,18 +36,13 @@ def test_the_matcher_survives_losing_its_database_connections(
             *manage("run_matcher"),
             env=env | {"PGAPPNAME": name, "TEST_CONN_MAX_AGE": "600"},
         )
-        market = instrument()
-        seller = trader({market.base: "10"})
-        buyer = trader({market.quote: "1000"})
+        market = make_instrument()
+        seller = make_account(funds={market.base: "10"})
+        buyer = make_account(funds={market.quote: "1000"})
 
         def place(account, client_order_id, side):
-            return order_place(
-                account=account,
-                symbol=market.symbol,
-                client_order_id=client_order_id,
-                side=side,
-                quantity="1",
-                price="10.00",
+            return helpers.place(
+                account, market, side, client_order_id=client_order_id, price="10.00"
             )
 
         assert settled(place(seller, "s1", "sell")).status == Order.Status.NEW
@@ -86,7 +69,7 @@ def test_the_matcher_survives_losing_its_database_connections(
 
 
 def test_the_relay_survives_losing_its_database_connections(
-    start_test_process, kafka_topics, instrument, trader
+    start_test_process, kafka_topics, make_instrument, make_account
 ):
     from django.conf import settings
 
@@ -102,17 +85,12 @@ def test_the_relay_survives_losing_its_database_connections(
             env=env | {"PGAPPNAME": name, "TEST_CONN_MAX_AGE": "600"},
         )
         start_test_process("matcher", *manage("run_matcher"), env=env)
-        market = instrument()
-        seller = trader({market.base: "10"})
+        market = make_instrument()
+        seller = make_account(funds={market.base: "10"})
 
         def sell(number: int) -> Order:
-            return order_place(
-                account=seller,
-                symbol=market.symbol,
-                client_order_id=f"s{number}",
-                side="sell",
-                quantity="1",
-                price="10.00",
+            return helpers.place(
+                seller, market, "sell", client_order_id=f"s{number}", price="10.00"
             )
 
         assert settled(sell(0)).status == Order.Status.NEW

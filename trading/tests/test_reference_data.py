@@ -14,6 +14,7 @@ from django.test import override_settings
 
 from accounts.models import Asset, Balance
 from accounts.selectors import ledger_verify
+from testing.helpers import place, read_topic, settled, wait_for
 from trading.matching.books import RULES_CHANGED
 from trading.matching.commands import PLACE, RULES_CHANGE, Command
 from trading.matching.matcher import Matcher
@@ -23,31 +24,18 @@ from trading.reference import (
     RulesChangeRefused,
     instrument_rules_change,
 )
-from trading.services import instrument_status_set, order_place, order_replace
-from trading.tests.conftest import settled, wait_for
-from trading.tests.test_matcher_crash import read_topic
+from trading.services import instrument_status_set, order_replace
 from tredye import kafka
 
 D = Decimal
 
 
-def place(side: str, account, market, client_order_id: str, quantity: str, price: str) -> Order:
-    return order_place(
-        account=account,
-        symbol=market.symbol,
-        client_order_id=client_order_id,
-        side=side,
-        quantity=quantity,
-        price=price,
-    )
+def buy(account, market, client_order_id: str, quantity: str, price: str) -> Order:
+    return place(account, market, "buy", quantity, client_order_id=client_order_id, price=price)
 
 
-def buy(*args: object) -> Order:
-    return place("buy", *args)
-
-
-def sell(*args: object) -> Order:
-    return place("sell", *args)
+def sell(account, market, client_order_id: str, quantity: str, price: str) -> Order:
+    return place(account, market, "sell", quantity, client_order_id=client_order_id, price=price)
 
 
 def rules_commands(market: Instrument) -> list[Outbox]:
@@ -74,11 +62,11 @@ def _change_assets(market: Instrument, other: Asset, how: str) -> None:
 @pytest.mark.django_db
 @pytest.mark.parametrize("how", ["orm", "sql"])
 def test_the_database_refuses_to_change_base_or_quote_of_an_instrument_with_orders(
-    instrument, trader, asset, how
+    make_instrument, make_account, make_asset, how
 ):
-    market = instrument()
-    buy(trader({market.quote: "100"}), market, "b", "1", "10.00")
-    other = asset("EUR", 2)
+    market = make_instrument()
+    buy(make_account(funds={market.quote: "100"}), market, "b", "1", "10.00")
+    other = make_asset("EUR", 2)
     with pytest.raises(IntegrityError, match=f"instrument {market.symbol} has orders"):
         _change_assets(market, other, how)
     market.refresh_from_db()
@@ -88,23 +76,23 @@ def test_the_database_refuses_to_change_base_or_quote_of_an_instrument_with_orde
 
 @pytest.mark.django_db
 def test_base_and_quote_of_an_unused_instrument_may_change_and_a_form_sees_the_rule(
-    instrument, trader, asset
+    make_instrument, make_account, make_asset
 ):
-    market = instrument()
-    euro = asset("EUR", 2)
+    market = make_instrument()
+    euro = make_asset("EUR", 2)
     Instrument.objects.filter(pk=market.pk).update(quote=euro)  # no order yet: allowed
     market.refresh_from_db()
     assert market.quote == euro
-    buy(trader({euro: "100"}), market, "b", "1", "10.00")
-    market.quote = asset("USD", 2)
+    buy(make_account(funds={euro: "100"}), market, "b", "1", "10.00")
+    market.quote = make_asset("USD", 2)
     with pytest.raises(ValidationError) as refused:
         market.full_clean()
     assert "has orders" in refused.value.message_dict["quote"][0]
 
 
 @pytest.mark.django_db
-def test_an_asset_that_only_an_instrument_refers_to_keeps_its_precision(instrument):
-    market = instrument()  # its base asset has no balance, no posting: only the instrument
+def test_an_asset_that_only_an_instrument_refers_to_keeps_its_precision(make_instrument):
+    market = make_instrument()  # its base asset has no balance, no posting: only the instrument
     base = market.base
     assert base.is_used()
     with (
@@ -122,8 +110,8 @@ def test_an_asset_that_only_an_instrument_refers_to_keeps_its_precision(instrume
 
 
 @pytest.mark.django_db
-def test_a_fee_change_is_written_with_a_command_for_the_matcher(instrument):
-    market = instrument()
+def test_a_fee_change_is_written_with_a_command_for_the_matcher(make_instrument):
+    market = make_instrument()
     changed = instrument_rules_change(
         symbol=market.symbol.lower(), changed_by="ops", maker_fee_rate="0.0005", max_quantity=""
     )
@@ -158,8 +146,8 @@ def test_a_fee_change_is_written_with_a_command_for_the_matcher(instrument):
         ({"status": "open"}, "unknown_rule"),
     ],
 )
-def test_bad_rules_are_refused_and_change_nothing(instrument, rules, code):
-    market = instrument()
+def test_bad_rules_are_refused_and_change_nothing(make_instrument, rules, code):
+    market = make_instrument()
     with pytest.raises(InvalidRule) as refused:
         instrument_rules_change(symbol=market.symbol, **rules)
     assert refused.value.code == code
@@ -168,9 +156,11 @@ def test_bad_rules_are_refused_and_change_nothing(instrument, rules, code):
 
 
 @pytest.mark.django_db
-def test_a_tick_or_lot_change_needs_a_halted_instrument_without_open_orders(instrument, trader):
-    market = instrument()
-    account = trader({market.quote: "100"})
+def test_a_tick_or_lot_change_needs_a_halted_instrument_without_open_orders(
+    make_instrument, make_account
+):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "100"})
     order = buy(account, market, "b", "1", "10.03")
     with pytest.raises(RulesChangeRefused) as refused:
         instrument_rules_change(symbol=market.symbol, tick_size="0.05")
@@ -221,10 +211,10 @@ def _rules(market: Instrument, **changes: str) -> dict:
 
 @pytest.mark.django_db
 def test_an_order_placed_under_the_old_tick_and_applied_after_the_change_is_rejected(
-    instrument, trader
+    make_instrument, make_account
 ):
-    market = instrument()
-    account = trader({market.quote: "100"})
+    market = make_instrument()
+    account = make_account(funds={market.quote: "100"})
     order = buy(account, market, "raced", "1", "10.03")  # validated under tick 0.01
     # the change committed while the order was being placed (the service saw no open order)
     Instrument.objects.filter(pk=market.pk).update(tick_size=D("0.05"))
@@ -242,9 +232,11 @@ def test_an_order_placed_under_the_old_tick_and_applied_after_the_change_is_reje
 
 
 @pytest.mark.django_db
-def test_a_book_rebuilt_with_an_order_off_its_grid_cancels_it_and_goes_on(instrument, trader):
-    market = instrument()
-    account = trader({market.quote: "100"})
+def test_a_book_rebuilt_with_an_order_off_its_grid_cancels_it_and_goes_on(
+    make_instrument, make_account
+):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "100"})
     old = buy(account, market, "old", "1", "10.03")
     Matcher().run_batch(_places(old))
     assert Order.objects.get(pk=old.pk).status == Order.Status.NEW
@@ -259,10 +251,12 @@ def test_a_book_rebuilt_with_an_order_off_its_grid_cancels_it_and_goes_on(instru
 
 
 @pytest.mark.django_db
-def test_a_book_rebuilt_after_a_tick_change_off_its_last_price_matches(instrument, trader):
-    market = instrument()
-    buyer = trader({market.quote: "100"})
-    seller = trader({market.base: "10"})
+def test_a_book_rebuilt_after_a_tick_change_off_its_last_price_matches(
+    make_instrument, make_account
+):
+    market = make_instrument()
+    buyer = make_account(funds={market.quote: "100"})
+    seller = make_account(funds={market.base: "10"})
     first = [sell(seller, market, "s1", "1", "10.03"), buy(buyer, market, "b1", "1", "10.03")]
     Matcher().run_batch(_places(*first))
     assert Trade.objects.get(instrument=market).price == D("10.03")  # the last price
@@ -277,9 +271,9 @@ def test_a_book_rebuilt_after_a_tick_change_off_its_last_price_matches(instrumen
 
 
 @pytest.mark.django_db
-def test_a_tick_change_cancels_what_raced_into_the_book(instrument, trader):
-    market = instrument()
-    account = trader({market.quote: "100"})
+def test_a_tick_change_cancels_what_raced_into_the_book(make_instrument, make_account):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "100"})
     order = buy(account, market, "raced", "1", "10.03")
     matcher = Matcher()
     matcher.run_batch(
@@ -311,18 +305,18 @@ def _change_url(market: Instrument) -> str:
 
 @pytest.mark.django_db
 def test_the_change_form_shows_rules_and_a_used_instruments_assets_read_only(
-    boss, instrument, trader, asset
+    boss, make_instrument, make_account, make_asset
 ):
-    market = instrument()
+    market = make_instrument()
     fields = boss.get(_change_url(market)).context["adminform"].form.fields
     assert {"base", "quote"} <= set(fields)  # unused: may be corrected
     assert not set(Instrument.RULES) & set(fields)  # rules: through the rules page only
-    buy(trader({market.quote: "100"}), market, "b", "1", "10.00")
+    buy(make_account(funds={market.quote: "100"}), market, "b", "1", "10.00")
     page = boss.get(_change_url(market))
     fields = page.context["adminform"].form.fields
     assert not {"base", "quote"} & set(fields)
     assert f"/admin/trading/instrument/{market.pk}/rules/" in page.content.decode()
-    euro = asset("EUR", 2)
+    euro = make_asset("EUR", 2)
     response = boss.post(
         _change_url(market),
         {
@@ -345,12 +339,12 @@ def test_the_change_form_shows_rules_and_a_used_instruments_assets_read_only(
 
 
 @pytest.mark.django_db
-def test_the_add_form_still_creates_instruments(boss, asset):
+def test_the_add_form_still_creates_instruments(boss, make_asset):
     data = {
         "symbol": "NEWX",
         "name": "New",
-        "base": asset("NEWX", 0).pk,
-        "quote": asset("USD", 2).pk,
+        "base": make_asset("NEWX", 0).pk,
+        "quote": make_asset("USD", 2).pk,
         "tick_size": "0.01",
         "lot_size": "1",
         "min_quantity": "0",
@@ -364,8 +358,8 @@ def test_the_add_form_still_creates_instruments(boss, asset):
 
 
 @pytest.mark.django_db
-def test_the_rules_page_changes_rules_through_the_service(boss, instrument):
-    market = instrument()
+def test_the_rules_page_changes_rules_through_the_service(boss, make_instrument):
+    market = make_instrument()
     url = f"/admin/trading/instrument/{market.pk}/rules/"
     page = boss.get(url)
     assert page.status_code == 200
@@ -417,10 +411,12 @@ def _no_dead_letters(prefix: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_fee_change_applies_to_orders_placed_after_it_only(order_path, instrument, trader):
-    market = instrument()  # maker 0.1 %, taker 0.2 %
-    buyer = trader({market.quote: "1000"})
-    seller = trader({market.base: "10"})
+def test_a_fee_change_applies_to_orders_placed_after_it_only(
+    order_path, make_instrument, make_account
+):
+    market = make_instrument()  # maker 0.1 %, taker 0.2 %
+    buyer = make_account(funds={market.quote: "1000"})
+    seller = make_account(funds={market.base: "10"})
     resting = settled(buy(buyer, market, "before", "10", "20.00"))
     assert resting.held == D("200.40")  # 200.00 + the larger rate (0.2 %) of it
     instrument_rules_change(symbol=market.symbol, maker_fee_rate="0.005", taker_fee_rate="0.01")
@@ -448,10 +444,10 @@ def test_a_fee_change_applies_to_orders_placed_after_it_only(order_path, instrum
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_matcher_keeps_matching_after_tick_changes(order_path, instrument, trader):
-    market = instrument()  # tick 0.01
-    buyer = trader({market.quote: "1000"})
-    seller = trader({market.base: "10"})
+def test_the_matcher_keeps_matching_after_tick_changes(order_path, make_instrument, make_account):
+    market = make_instrument()  # tick 0.01
+    buyer = make_account(funds={market.quote: "1000"})
+    seller = make_account(funds={market.base: "10"})
 
     def trade(name: str, quantity: str, price: str) -> None:
         settled(sell(seller, market, f"s-{name}", quantity, price))
@@ -476,10 +472,10 @@ def test_the_matcher_keeps_matching_after_tick_changes(order_path, instrument, t
 
 
 @pytest.mark.django_db
-def test_a_replace_holds_at_the_orders_own_fee_rate(instrument, trader):
+def test_a_replace_holds_at_the_orders_own_fee_rate(make_instrument, make_account):
     """A fee rise after the order was placed does not raise what its replace holds."""
-    market = instrument()
-    alice = trader({market.quote: "1000"})
+    market = make_instrument()
+    alice = make_account(funds={market.quote: "1000"})
     order = buy(alice, market, "r1", "1", "10.00")
     assert order.held == D("10.02")  # 10.00 and the 0.2 % taker fee
     Order.objects.filter(pk=order.pk).update(status=Order.Status.NEW)  # the matcher took it

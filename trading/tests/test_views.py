@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
 import pytest
 from django.test import Client
 
-from accounts.models import Balance
-from trading.models import Order, Outbox
+from testing.helpers import client_for, post, snapshot
+from trading.models import Outbox
 from trading.services import order_place
 
 D = Decimal
 pytestmark = pytest.mark.django_db
-
-
-def client_for(account, *, csrf: bool = False) -> Client:
-    client = Client(enforce_csrf_checks=csrf)
-    client.force_login(account.user)
-    return client
-
-
-def post(client: Client, url: str, body: object) -> tuple[int, dict]:
-    raw = body if isinstance(body, bytes) else json.dumps(body)
-    response = client.post(url, raw, content_type="application/json")
-    return response.status_code, response.json()
-
-
-def snapshot() -> tuple:
-    return (
-        Order.objects.count(),
-        Outbox.objects.count(),
-        sorted(Balance.objects.values_list("account_id", "asset_id", "available", "held")),
-    )
 
 
 def test_place_returns_the_pending_order(alice, market):
@@ -163,7 +142,7 @@ def test_repeated_client_order_id_returns_the_same_order(alice, market):
     assert snapshot() == before
 
 
-def test_nobody_sees_or_cancels_another_users_order(alice, trader, market):
+def test_nobody_sees_or_cancels_another_users_order(alice, make_account, market):
     order = order_place(
         account=alice,
         symbol=market.symbol,
@@ -172,7 +151,7 @@ def test_nobody_sees_or_cancels_another_users_order(alice, trader, market):
         quantity="1",
         price="10.00",
     )
-    mallory = client_for(trader({market.quote: "10"}))
+    mallory = client_for(make_account(funds={market.quote: "10"}))
     before = snapshot()
     status, body = post(mallory, f"/trading/api/orders/{order.pk}/cancel/", {})
     assert (status, body["error"]["code"]) == (404, "unknown_order")

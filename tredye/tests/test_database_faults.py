@@ -19,17 +19,15 @@ from decimal import Decimal
 import psycopg
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection
 from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.utils.crypto import get_random_string
 
-from accounts import services as ledger
 from marketdata.models import PriceModel
-from testing.helpers import wait_for_http
+from testing.factories import make_price_model
+from testing.helpers import manage, wait_for, wait_for_http
 from trading.models import Order, Outbox
-from trading.tests.conftest import manage, wait_for
 from tredye import kafka
 from tredye.devbroker import free_port
 
@@ -139,9 +137,9 @@ class Trader:
 
 
 @pytest.fixture
-def funded(instrument, trader):
-    market = instrument()
-    return market, trader({market.quote: "100000"})
+def funded(make_instrument, make_account):
+    market = make_instrument()
+    return market, make_account(funds={market.quote: "100000"})
 
 
 # --- the web process -------------------------------------------------------------------------
@@ -312,27 +310,17 @@ def test_a_database_error_in_another_middleware_is_a_503_too():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_feed_and_the_market_maker_outlive_terminated_connections(
-    order_path, start_test_process, instrument
+    order_path, start_test_process, make_instrument, make_account
 ):
     # given: an instrument with a price model, a funded maker, the feed and the maker running
-    market = instrument()
-    model = PriceModel.objects.create(
-        instrument=market,
-        initial_price=D("100.00"),
-        annual_volatility=D("2.0"),
-        spread_bps=2,
-        typical_size=D("10"),
+    market = make_instrument()
+    model = make_price_model(
+        market, price="100.00", volatility="2.0", spread_bps=2, typical_size="10"
     )
-    user = get_user_model().objects.create_user(f"mm-{uuid.uuid4().hex[:8]}", password=None)
-    bot = ledger.account_open(user=user)
-    for funding, amount in ((market.quote, "1000000"), (market.base, "1000")):
-        ledger.deposit(
-            account=bot,
-            asset=funding,
-            amount=D(amount),
-            reference="maker funding",
-            idempotency_key=f"mm-{uuid.uuid4()}",
-        )
+    bot = make_account(
+        f"mm-{uuid.uuid4().hex[:8]}", funds={market.quote: "1000000", market.base: "1000"}
+    )
+    user = bot.user
     # As deployed: a worker keeps its connection between batches.
     deployed = {"KAFKA_TOPIC_PREFIX": order_path, "LOG_LEVEL": "INFO", "TEST_CONN_MAX_AGE": "600"}
     feed_name, maker_name = f"feed-{uuid.uuid4().hex[:6]}", f"maker-{uuid.uuid4().hex[:6]}"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import configparser
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from testing.helpers import ROOT
+
 UNITS = ROOT / "deploy" / "systemd"
 
 

@@ -36,10 +36,10 @@ def test_readyz_is_ready_when_every_dependency_answers(client, kafka_topics, no_
 
 @pytest.mark.django_db
 def test_readyz_says_orders_are_queued_when_the_matcher_does_not_apply_them(
-    client, kafka_topics, no_worker_reports, queued_command
+    client, kafka_topics, no_worker_reports, make_queued_command
 ):
     # given a command accepted 30 s ago and never applied (matcher, relay or broker stalled)
-    queued_command(age_s=30)
+    make_queued_command(age_s=30)
     # when /readyz is asked
     response = client.get("/readyz")
     # then this process is still ready, and the platform says the order path is queued

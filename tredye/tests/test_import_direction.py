@@ -11,7 +11,8 @@ import ast
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from testing.helpers import ROOT
+
 LAYERS = {"tredye": 0, "accounts": 1, "trading": 2, "marketdata": 3}
 ROOTS = {"tredye.urls", "tredye.asgi", "tredye.celery"}
 # Upward imports still to remove, each with its reason (none left). The test fails when one is

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from testing.helpers import ROOT, wait_for
+
 RESPAWN = ROOT / "scripts" / "respawn.py"
 
 # A child that notes each start (its pid) in a file, then exits with `code` or, with `sleep`,
@@ -41,13 +42,6 @@ def supervise(tmp_path: Path, mode: str, *options: str) -> tuple[subprocess.Pope
         text=True,
     )
     return process, journal
-
-
-def wait_for(predicate, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def starts(journal: Path) -> list[int]:

@@ -9,33 +9,29 @@ from django.core.management import call_command
 
 from accounts.models import Balance
 from accounts.selectors import ledger_verify
+from testing.helpers import place, settled, wait_for
 from trading.models import Order
-from trading.services import order_place
-from trading.tests.conftest import settled, wait_for
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_day_orders_expire_and_release_their_holds(order_path, instrument, trader):
+def test_day_orders_expire_and_release_their_holds(order_path, make_instrument, make_account):
     # given: a resting DAY buy, a resting GTC buy, a DAY sell on another instrument
-    market, other = instrument(), instrument()
-    account = trader({market.quote: "1000", other.base: "5"})
+    market, other = make_instrument(), make_instrument()
+    account = make_account(funds={market.quote: "1000", other.base: "5"})
 
-    def place(symbol: str, client_order_id: str, side: str, tif: str) -> Order:
-        return order_place(
-            account=account,
-            symbol=symbol,
-            client_order_id=client_order_id,
-            side=side,
-            quantity="1",
-            price="10.00",
-            time_in_force=tif,
+    day = settled(
+        place(account, market, "buy", client_order_id="day", price="10.00", time_in_force="day")
+    )
+    gtc = settled(
+        place(account, market, "buy", client_order_id="gtc", price="10.00", time_in_force="gtc")
+    )
+    other_day = settled(
+        place(
+            account, other, "sell", client_order_id="other-day", price="10.00", time_in_force="day"
         )
-
-    day = settled(place(market.symbol, "day", "buy", "day"))
-    gtc = settled(place(market.symbol, "gtc", "buy", "gtc"))
-    other_day = settled(place(other.symbol, "other-day", "sell", "day"))
+    )
     assert day.status == gtc.status == other_day.status == Order.Status.NEW
 
     # when: the day ends for one instrument (the operator command the beat task also runs)
@@ -54,6 +50,8 @@ def test_day_orders_expire_and_release_their_holds(order_path, instrument, trade
     assert (quote.available, quote.held) == (D("989.98"), D("10.02"))
 
     # and a DAY order placed after the close lives through the next day
-    tomorrow = settled(place(market.symbol, "day-2", "buy", "day"))
+    tomorrow = settled(
+        place(account, market, "buy", client_order_id="day-2", price="10.00", time_in_force="day")
+    )
     assert tomorrow.status == Order.Status.NEW
     assert ledger_verify() == []

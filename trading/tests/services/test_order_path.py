@@ -8,9 +8,9 @@ import pytest
 
 from accounts.models import Account, Balance
 from accounts.selectors import ledger_verify
+from testing.helpers import place, settled, wait_for
 from trading.models import Order, Position, Trade
-from trading.services import order_cancel, order_place
-from trading.tests.conftest import settled, wait_for
+from trading.services import order_cancel
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,28 +23,12 @@ def balance(account: Account, asset) -> tuple[Decimal, Decimal, Decimal]:
     return (row.available, row.held, row.pending)
 
 
-def place(
-    account: Account, market, client_order_id: str, side: str, quantity: str, **fields: object
-) -> Order:
-    """Place an order on `market` and wait until the matcher has applied it."""
-    return settled(
-        order_place(
-            account=account,
-            symbol=market.symbol,
-            client_order_id=client_order_id,
-            side=side,
-            quantity=quantity,
-            **fields,
-        )
-    )
-
-
-def test_limit_order_rests_and_holds(order_path, instrument, trader):
+def test_limit_order_rests_and_holds(order_path, make_instrument, make_account):
     # given
-    market = instrument()
-    buyer = trader({market.quote: "1000"})
+    market = make_instrument()
+    buyer = make_account(funds={market.quote: "1000"})
     # when
-    order = place(buyer, market, "b1", "buy", "10", price="20.00")
+    order = settled(place(buyer, market, "buy", "10", client_order_id="b1", price="20.00"))
     # then
     assert order.status == Order.Status.NEW
     # 200.00 notional + 0.40 at the larger (taker) fee rate
@@ -53,12 +37,12 @@ def test_limit_order_rests_and_holds(order_path, instrument, trader):
     assert ledger_verify() == []
 
 
-def test_crossing_orders_fill_both_sides(order_path, instrument, trader):
-    market = instrument()
-    seller = trader({market.base: "10"})
-    buyer = trader({market.quote: "1000"})
-    sell = place(seller, market, "s1", "sell", "10", price="20.00")
-    buy = place(buyer, market, "b1", "buy", "10", price="21.00")
+def test_crossing_orders_fill_both_sides(order_path, make_instrument, make_account):
+    market = make_instrument()
+    seller = make_account(funds={market.base: "10"})
+    buyer = make_account(funds={market.quote: "1000"})
+    sell = settled(place(seller, market, "sell", "10", client_order_id="s1", price="20.00"))
+    buy = settled(place(buyer, market, "buy", "10", client_order_id="b1", price="21.00"))
     sell.refresh_from_db()
     assert buy.status == sell.status == Order.Status.FILLED
     trade = Trade.objects.get(instrument=market)
@@ -76,13 +60,13 @@ def test_crossing_orders_fill_both_sides(order_path, instrument, trader):
     assert ledger_verify() == []
 
 
-def test_partial_fill_then_cancel(order_path, instrument, trader):
-    market = instrument()
-    seller = trader({market.base: "4"})
-    buyer = trader({market.quote: "1000"})
-    buy = place(buyer, market, "b", "buy", "10", price="10.00")
+def test_partial_fill_then_cancel(order_path, make_instrument, make_account):
+    market = make_instrument()
+    seller = make_account(funds={market.base: "4"})
+    buyer = make_account(funds={market.quote: "1000"})
+    buy = settled(place(buyer, market, "buy", "10", client_order_id="b", price="10.00"))
     assert buy.status == Order.Status.NEW
-    sell = place(seller, market, "s", "sell", "4", price="10.00")
+    sell = settled(place(seller, market, "sell", "4", client_order_id="s", price="10.00"))
     assert sell.status == Order.Status.FILLED
     buy.refresh_from_db()
     assert buy.status == Order.Status.PARTIALLY_FILLED
@@ -99,34 +83,49 @@ def test_partial_fill_then_cancel(order_path, instrument, trader):
     assert ledger_verify() == []
 
 
-def test_ioc_fok_post_only(order_path, instrument, trader):
-    market = instrument()
-    seller = trader({market.base: "5"})
-    buyer = trader({market.quote: "1000"})
-    place(seller, market, "s", "sell", "5", price="10.00")
-    fok = place(buyer, market, "fok", "buy", "6", price="10.00", time_in_force="fok")
+def test_ioc_fok_post_only(order_path, make_instrument, make_account):
+    market = make_instrument()
+    seller = make_account(funds={market.base: "5"})
+    buyer = make_account(funds={market.quote: "1000"})
+    settled(place(seller, market, "sell", "5", client_order_id="s", price="10.00"))
+    fok = settled(
+        place(buyer, market, "buy", "6", client_order_id="fok", price="10.00", time_in_force="fok")
+    )
     assert (fok.status, fok.reason, fok.held) == ("rejected", "fok_unfillable", 0)
-    post = place(buyer, market, "post", "buy", "1", price="10.00", post_only=True)
+    post = settled(
+        place(buyer, market, "buy", "1", client_order_id="post", price="10.00", post_only=True)
+    )
     assert (post.status, post.reason) == ("rejected", "post_only_would_cross")
-    ioc = place(buyer, market, "ioc", "buy", "8", price="10.00", time_in_force="ioc")
+    ioc = settled(
+        place(buyer, market, "buy", "8", client_order_id="ioc", price="10.00", time_in_force="ioc")
+    )
     assert (ioc.status, ioc.filled_quantity, ioc.reason) == ("canceled", D("5"), "ioc_remainder")
     assert balance(buyer, market.quote) == (D("1000") - D("50.10"), D("0"), D("0"))
     assert balance(buyer, market.base) == (D("0"), D("0"), D("5"))
     assert ledger_verify() == []
 
 
-def test_stop_order_triggers_on_trade(order_path, instrument, trader):
-    market = instrument()
-    seller = trader({market.base: "10"})
-    buyer = trader({market.quote: "1000"})
-    stop_buyer = trader({market.quote: "1000"})
-    place(seller, market, "s", "sell", "10", price="10.00")
-    stop = place(
-        stop_buyer, market, "stop", "buy", "3", type="stop_limit", price="10.00", stop_price="10.00"
+def test_stop_order_triggers_on_trade(order_path, make_instrument, make_account):
+    market = make_instrument()
+    seller = make_account(funds={market.base: "10"})
+    buyer = make_account(funds={market.quote: "1000"})
+    stop_buyer = make_account(funds={market.quote: "1000"})
+    settled(place(seller, market, "sell", "10", client_order_id="s", price="10.00"))
+    stop = settled(
+        place(
+            stop_buyer,
+            market,
+            "buy",
+            "3",
+            client_order_id="stop",
+            type="stop_limit",
+            price="10.00",
+            stop_price="10.00",
+        )
     )
     assert stop.status == Order.Status.NEW
     assert stop.filled_quantity == 0
-    place(buyer, market, "b", "buy", "2", price="10.00")
+    settled(place(buyer, market, "buy", "2", client_order_id="b", price="10.00"))
     wait_for(lambda: Order.objects.get(pk=stop.pk).status == "filled", what="stop fill")
     stop.refresh_from_db()
     assert stop.triggered_at is not None
@@ -135,11 +134,11 @@ def test_stop_order_triggers_on_trade(order_path, instrument, trader):
     assert ledger_verify() == []
 
 
-def test_self_trade_prevention_cancels_the_newest(order_path, instrument, trader):
-    market = instrument()
-    both = trader({market.base: "5", market.quote: "1000"})
-    resting = place(both, market, "s", "sell", "5", price="10.00")
-    incoming = place(both, market, "b", "buy", "5", price="10.00")
+def test_self_trade_prevention_cancels_the_newest(order_path, make_instrument, make_account):
+    market = make_instrument()
+    both = make_account(funds={market.base: "5", market.quote: "1000"})
+    resting = settled(place(both, market, "sell", "5", client_order_id="s", price="10.00"))
+    incoming = settled(place(both, market, "buy", "5", client_order_id="b", price="10.00"))
     resting.refresh_from_db()
     assert (incoming.status, incoming.reason) == ("canceled", "self_trade")
     assert resting.status == "new"

@@ -8,6 +8,7 @@ import pytest
 
 from accounts.models import Balance
 from accounts.selectors import ledger_verify
+from testing.helpers import place
 from testing.helpers import race as race_outcomes
 from trading.exceptions import OrderRejected
 from trading.models import Order, Outbox
@@ -25,10 +26,10 @@ def race(count: int, place) -> list[object]:
     ]
 
 
-def test_concurrent_buys_never_hold_more_than_available(instrument, trader):
+def test_concurrent_buys_never_hold_more_than_available(make_instrument, make_account):
     # given: 1000.00 USD, each buy of 1 at 100.00 holds 100.20 (fee at 0.2 %)
-    market = instrument()
-    account = trader({market.quote: "1000"})
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     # when
     results = race(
         16,
@@ -51,9 +52,9 @@ def test_concurrent_buys_never_hold_more_than_available(instrument, trader):
     assert ledger_verify() == []
 
 
-def test_a_client_order_id_raced_gives_one_order(instrument, trader):
-    market = instrument()
-    account = trader({market.base: "100"})
+def test_a_client_order_id_raced_gives_one_order(make_instrument, make_account):
+    market = make_instrument()
+    account = make_account(funds={market.base: "100"})
     results = race(
         8,
         lambda _: order_place(
@@ -94,14 +95,7 @@ def change_after_read(monkeypatch, change) -> None:
 
 
 def buy(account, market, client_order_id="between"):
-    return order_place(
-        account=account,
-        symbol=market.symbol,
-        client_order_id=client_order_id,
-        side="buy",
-        quantity="1",
-        price="100.00",
-    )
+    return place(account, market, "buy", client_order_id=client_order_id, price="100.00")
 
 
 @pytest.mark.parametrize(
@@ -134,9 +128,11 @@ def buy(account, market, client_order_id="between"):
     ],
     ids=["frozen", "halted", "fee raised", "tick size"],
 )
-def test_a_change_between_read_and_write_is_refused(monkeypatch, instrument, trader, change, code):
-    market = instrument()
-    account = trader({market.quote: "1000"})
+def test_a_change_between_read_and_write_is_refused(
+    monkeypatch, make_instrument, make_account, change, code
+):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     change_after_read(monkeypatch, lambda: change(account, market))
     with pytest.raises(OrderRejected) as refused:
         buy(account, market)
@@ -149,10 +145,10 @@ def test_a_change_between_read_and_write_is_refused(monkeypatch, instrument, tra
 
 
 def test_the_same_client_order_id_placed_between_read_and_write_is_returned(
-    monkeypatch, instrument, trader
+    monkeypatch, make_instrument, make_account
 ):
-    market = instrument()
-    account = trader({market.quote: "1000"})
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     first: list[Order] = []
     change_after_read(monkeypatch, lambda: first.append(buy(account, market, "twice")))
     again = buy(account, market, "twice")
@@ -163,19 +159,19 @@ def test_the_same_client_order_id_placed_between_read_and_write_is_returned(
     assert ledger_verify() == []
 
 
-def test_order_place_refuses_to_run_inside_a_transaction(instrument, trader):
+def test_order_place_refuses_to_run_inside_a_transaction(make_instrument, make_account):
     from django.db import transaction
 
-    market = instrument()
-    account = trader({market.quote: "1000"})
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     with pytest.raises(RuntimeError, match="outside any transaction"), transaction.atomic():
         buy(account, market)
     assert not Order.objects.filter(account=account).exists()
 
 
-def test_the_order_returned_is_the_row_written(instrument, trader):
-    market = instrument()
-    account = trader({market.quote: "1000"})
+def test_the_order_returned_is_the_row_written(make_instrument, make_account):
+    market = make_instrument()
+    account = make_account(funds={market.quote: "1000"})
     placed = buy(account, market, "as-written")
     stored = Order.objects.get(pk=placed.pk)
     for field in Order._meta.concrete_fields:

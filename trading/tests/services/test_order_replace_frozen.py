@@ -8,10 +8,10 @@ from decimal import Decimal
 import pytest
 
 from accounts.services import account_freeze
+from testing.helpers import snapshot
 from trading.exceptions import OrderRejected
 from trading.models import Order
 from trading.services import order_place, order_replace
-from trading.tests.test_views import snapshot
 
 D = Decimal
 pytestmark = pytest.mark.django_db

@@ -16,13 +16,13 @@ from django.utils import timezone
 
 from accounts.services import account_freeze, withdraw
 from marketdata.models import PriceModel
+from testing.helpers import snapshot
 from trading import placement, rules
 from trading.exceptions import OrderRejected
 from trading.matching.commands import PLACE
 from trading.models import Instrument, Order
 from trading.rules import hold_asset, hold_for
 from trading.services import order_place, reference_prices_set
-from trading.tests.test_views import snapshot
 from tredye import kafka
 
 D = Decimal
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def banded(instrument):
-    market = instrument()
+def banded(make_instrument):
+    market = make_instrument()
     PriceModel.objects.create(
         instrument=market,
         initial_price=D("10.00"),
@@ -77,23 +77,23 @@ def write(account, market, *, client_order_id="w1", price="10.00", quantity="1")
     )
 
 
-def test_the_write_places_when_every_guard_passes(trader, banded):
-    account = trader({banded.quote: "100"})
+def test_the_write_places_when_every_guard_passes(make_account, banded):
+    account = make_account(funds={banded.quote: "100"})
     written = write(account, banded)
     assert written.refused is None
     assert Order.objects.get(pk=written.order_id).client_order_id == "w1"
 
 
-def test_a_taken_client_order_id(trader, banded):
-    account = trader({banded.quote: "100"})
+def test_a_taken_client_order_id(make_account, banded):
+    account = make_account(funds={banded.quote: "100"})
     write(account, banded)
     before = snapshot()
     assert write(account, banded).refused == placement.CLIENT_ORDER_ID
     assert snapshot() == before
 
 
-def test_a_frozen_account(trader, banded):
-    account = trader({banded.quote: "100"})
+def test_a_frozen_account(make_account, banded):
+    account = make_account(funds={banded.quote: "100"})
     account_freeze(account=account, reason="test")
     before = snapshot()
     assert write(account, banded).refused == placement.ACCOUNT
@@ -101,8 +101,8 @@ def test_a_frozen_account(trader, banded):
 
 
 @pytest.mark.parametrize("status", [Instrument.Status.HALTED, Instrument.Status.CLOSED])
-def test_an_instrument_no_longer_open(trader, banded, status):
-    account = trader({banded.quote: "100"})
+def test_an_instrument_no_longer_open(make_account, banded, status):
+    account = make_account(funds={banded.quote: "100"})
     version = Instrument.objects.get(pk=banded.pk).rules_version
     Instrument.objects.filter(pk=banded.pk).update(status=status)
     before = snapshot()
@@ -113,8 +113,8 @@ def test_an_instrument_no_longer_open(trader, banded, status):
 
 
 @pytest.mark.parametrize("how", ["orm", "sql"])
-def test_rules_changed_since_the_order_was_checked(trader, banded, how):
-    account = trader({banded.quote: "100"})
+def test_rules_changed_since_the_order_was_checked(make_account, banded, how):
+    account = make_account(funds={banded.quote: "100"})
     stale = Instrument.objects.select_related("base", "quote").get(pk=banded.pk)
     if how == "orm":
         Instrument.objects.filter(pk=banded.pk).update(taker_fee_rate=D("0.003"))
@@ -156,8 +156,8 @@ def test_rules_changed_since_the_order_was_checked(trader, banded, how):
     assert snapshot() == before
 
 
-def test_a_price_the_reference_moved_out_of_the_band(trader, banded):
-    account = trader({banded.quote: "100"})
+def test_a_price_the_reference_moved_out_of_the_band(make_account, banded):
+    account = make_account(funds={banded.quote: "100"})
     reference_prices_set(prices={banded.symbol: D("20.00")})
     before = snapshot()
     written = write(account, banded)
@@ -165,10 +165,10 @@ def test_a_price_the_reference_moved_out_of_the_band(trader, banded):
     assert snapshot() == before
 
 
-def test_a_change_of_the_band_rule_reaches_both_paths(trader, banded, monkeypatch):
+def test_a_change_of_the_band_rule_reaches_both_paths(make_account, banded, monkeypatch):
     """The band is one function (`rules.band_around`): the Python check of `order_place` and
     the placement write's SQL guard both follow a change to it, with nothing else changed."""
-    account = trader({banded.quote: "100"})
+    account = make_account(funds={banded.quote: "100"})
     reference_prices_set(prices={banded.symbol: D("10.00")})
     assert write(account, banded, client_order_id="before", price="10.50").order_id is not None
 
@@ -188,8 +188,8 @@ def test_a_change_of_the_band_rule_reaches_both_paths(trader, banded, monkeypatc
     assert write(account, banded, client_order_id="inside", price="10.10").order_id is not None
 
 
-def test_funds_withdrawn_meanwhile(trader, banded):
-    account = trader({banded.quote: "100"})
+def test_funds_withdrawn_meanwhile(make_account, banded):
+    account = make_account(funds={banded.quote: "100"})
     withdraw(
         account=account, asset=banded.quote, amount=D("95"), reference="out", idempotency_key="w"
     )
@@ -230,10 +230,10 @@ def _freeze(market, account):
         (_withdraw, "insufficient_funds"),
     ],
 )
-def test_order_place_reports_each_guard_with_its_own_code(trader, banded, change, code):
+def test_order_place_reports_each_guard_with_its_own_code(make_account, banded, change, code):
     """The cached rules pass the Python checks; the state changed under them is refused by the
     write and reported as the guard it is (not guessed, not insufficient_funds by default)."""
-    account = trader({banded.quote: "100"})
+    account = make_account(funds={banded.quote: "100"})
     order_place(account=account, symbol=banded.symbol, side="buy", quantity="1", price="10.00")
     change(banded, account)
     before = snapshot()
@@ -243,11 +243,11 @@ def test_order_place_reports_each_guard_with_its_own_code(trader, banded, change
     assert snapshot() == before
 
 
-def test_order_place_after_a_rule_change_places_under_the_new_rules(trader, banded):
+def test_order_place_after_a_rule_change_places_under_the_new_rules(make_account, banded):
     """The write refuses the cached rules (rules_version); the order is read and checked again
     and placed with the new fee rates (rules_changed is only for a change between that read
     and its write)."""
-    account = trader({banded.quote: "100"})
+    account = make_account(funds={banded.quote: "100"})
     order_place(account=account, symbol=banded.symbol, side="buy", quantity="1", price="10.00")
     _fee(banded, account)
     order = order_place(
