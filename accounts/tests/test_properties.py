@@ -6,7 +6,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -20,6 +19,7 @@ from accounts.exceptions import (
     InvalidEntry,
 )
 from accounts.models import Account, Asset, Bucket, EntryKind, JournalEntry
+from testing.factories import make_account, make_asset
 
 ACCOUNTS = 3
 BUCKETS = list(Bucket)
@@ -39,14 +39,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.assets = [
-            Asset.objects.get_or_create(code=code, defaults={"name": code, "precision": places})[0]
-            for code, places in [("USD", 2), ("AAPL", 0), ("BTC", 3)]
+            make_asset(code, places) for code, places in [("USD", 2), ("AAPL", 0), ("BTC", 3)]
         ]
-        users = get_user_model().objects
-        self.accounts = [
-            services.account_open(user=users.create_user(f"prop-{uuid.uuid4().hex[:12]}"))
-            for _ in range(ACCOUNTS)
-        ]
+        self.accounts = [make_account(f"prop-{uuid.uuid4().hex[:12]}") for _ in range(ACCOUNTS)]
         self.frozen = [False] * ACCOUNTS
         # (account index, asset code) -> {bucket: amount}
         self.model = {

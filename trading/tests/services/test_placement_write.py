@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.services import account_freeze, withdraw
-from marketdata.models import PriceModel
+from testing.factories import make_price_model
 from testing.helpers import snapshot
 from trading import placement, rules
 from trading.exceptions import OrderRejected
@@ -32,13 +32,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def banded(make_instrument):
     market = make_instrument()
-    PriceModel.objects.create(
-        instrument=market,
-        initial_price=D("10.00"),
-        annual_volatility=D("0.2"),
-        spread_bps=2,
-        typical_size=D("1"),
-    )
+    make_price_model(market, price="10.00", volatility="0.2", spread_bps=2, typical_size="1")
     return market
 
 
