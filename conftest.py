@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from testing.helpers import ROOT, daphne_command, manage, new_key, wait_for_http
+from testing.helpers import ROOT, daphne_command, manage, wait_for_http
 from tredye.devbroker import Broker, free_port
 
 
@@ -232,9 +232,3 @@ def make_queued_command(db) -> Callable[..., object]:
     from testing import factories
 
     return factories.make_queued_command
-
-
-@pytest.fixture
-def key() -> Callable[[], str]:
-    """A fresh idempotency key per call."""
-    return new_key

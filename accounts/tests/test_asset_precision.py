@@ -12,16 +12,21 @@ from django.db import IntegrityError, connection, transaction
 from accounts import services
 from accounts.models import Asset
 from accounts.selectors import ledger_verify
+from testing.helpers import new_key
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def funded_usd(make_account, usd, key):
+def funded_usd(make_account, usd):
     """USD with a customer's deposit of 10.25 booked: used."""
     account = make_account()
     services.deposit(
-        account=account, asset=usd, amount=Decimal("10.25"), reference="w", idempotency_key=key()
+        account=account,
+        asset=usd,
+        amount=Decimal("10.25"),
+        reference="w",
+        idempotency_key=new_key(),
     )
     return usd
 

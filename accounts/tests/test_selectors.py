@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from accounts import selectors, services
 from accounts.models import Bucket, EntryKind
+from testing.helpers import new_key
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +26,7 @@ def test_balance_list_shows_every_asset_at_its_precision(make_account, usd, btc,
     assert [row.asset.code for row in selectors.balance_list(account=account)] == ["BTC", "USD"]
 
 
-def test_ledger_history_is_paginated_newest_first(make_account, usd, key):
+def test_ledger_history_is_paginated_newest_first(make_account, usd):
     account = make_account(funds={usd: "100"})
     for n in range(4):
         services.hold(
@@ -33,7 +34,7 @@ def test_ledger_history_is_paginated_newest_first(make_account, usd, key):
             asset=usd,
             amount=Decimal(n + 1),
             reference=f"o{n}",
-            idempotency_key=key(),
+            idempotency_key=new_key(),
         )
 
     first = selectors.ledger_history(account=account, page=1, page_size=3)
@@ -45,18 +46,18 @@ def test_ledger_history_is_paginated_newest_first(make_account, usd, key):
     assert selectors.ledger_history(account=account, page="nonsense", page_size=3).number == 1
 
 
-def test_statement_has_opening_movements_and_closing(make_account, usd, btc, key):
+def test_statement_has_opening_movements_and_closing(make_account, usd, btc):
     account = make_account(funds={usd: "100"})
     start = timezone.now()
     services.hold(
-        account=account, asset=usd, amount=Decimal("30"), reference="o1", idempotency_key=key()
+        account=account, asset=usd, amount=Decimal("30"), reference="o1", idempotency_key=new_key()
     )
     services.deposit(
-        account=account, asset=btc, amount=Decimal("1"), reference="d", idempotency_key=key()
+        account=account, asset=btc, amount=Decimal("1"), reference="d", idempotency_key=new_key()
     )
     end = timezone.now()
     services.withdraw(
-        account=account, asset=usd, amount=Decimal("5"), reference="late", idempotency_key=key()
+        account=account, asset=usd, amount=Decimal("5"), reference="late", idempotency_key=new_key()
     )
 
     statement = selectors.account_statement(account=account, start=start, end=end)

@@ -9,6 +9,7 @@ from django.urls import reverse
 from accounts import services
 from accounts.models import Account
 from testing.factories import TEST_PASSWORD
+from testing.helpers import new_key
 
 pytestmark = pytest.mark.django_db
 
@@ -76,14 +77,14 @@ def test_balances_needs_a_login(client):
     assert response["Location"] == f"{reverse('accounts:login')}?next=/accounts/balances/"
 
 
-def test_login_then_balances_and_history(client, make_account, usd, btc, key):
+def test_login_then_balances_and_history(client, make_account, usd, btc):
     account = make_account("frank", funds={usd: "1234.5"})
     services.hold(
         account=account,
         asset=usd,
         amount=Decimal("34.5"),
         reference="order 7",
-        idempotency_key=key(),
+        idempotency_key=new_key(),
     )
 
     response = client.post(
@@ -109,12 +110,16 @@ def test_wrong_password_shows_an_error(client, make_account):
     assert "Please enter a correct username and password" in response.content.decode()
 
 
-def test_history_is_paginated(client, make_account, usd, key, settings):
+def test_history_is_paginated(client, make_account, usd, settings):
     settings.ACCOUNTS_LEDGER_PAGE_SIZE = 2
     account = make_account("hank", funds={usd: "10"})
     for n in range(3):
         services.hold(
-            account=account, asset=usd, amount=Decimal(1), reference=f"o{n}", idempotency_key=key()
+            account=account,
+            asset=usd,
+            amount=Decimal(1),
+            reference=f"o{n}",
+            idempotency_key=new_key(),
         )
     client.force_login(account.user)
 

@@ -10,7 +10,7 @@ from accounts.exceptions import IdempotencyConflict, InsufficientFunds, InvalidA
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account, Bucket, EntryKind, JournalEntry
 from accounts.services import EntrySpec, Leg
-from testing.helpers import assert_ledger_sound, balance_of, ledger_state
+from testing.helpers import assert_ledger_sound, balance_of, ledger_state, new_key
 
 pytestmark = pytest.mark.django_db
 
@@ -33,14 +33,14 @@ def fill_entry(buyer, seller, fees, usd, aapl, *, key, price="229.50", qty="2", 
 
 
 @pytest.fixture
-def market(make_account, usd, aapl, key):
+def market(make_account, usd, aapl):
     buyer = make_account(funds={usd: "2000"})
     seller = make_account(funds={aapl: "10"})
     services.hold(
-        account=buyer, asset=usd, amount=Decimal("2000"), reference="o1", idempotency_key=key()
+        account=buyer, asset=usd, amount=Decimal("2000"), reference="o1", idempotency_key=new_key()
     )
     services.hold(
-        account=seller, asset=aapl, amount=Decimal("10"), reference="o2", idempotency_key=key()
+        account=seller, asset=aapl, amount=Decimal("10"), reference="o2", idempotency_key=new_key()
     )
     fees = services.platform_account_open(kind=Account.Kind.FEES)
     return buyer, seller, fees

@@ -1,6 +1,5 @@
 """transfer: the primitive trades, fees and settlement are built on."""
 
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -8,20 +7,20 @@ import pytest
 from accounts import services
 from accounts.exceptions import AccountFrozen, InsufficientFunds, InvalidAmount, InvalidEntry
 from accounts.models import Account, Asset, Bucket, EntryKind, JournalEntry
-from testing.helpers import assert_ledger_sound, balance_of, ledger_state
+from testing.helpers import assert_ledger_sound, balance_of, ledger_state, new_key
 
 pytestmark = pytest.mark.django_db
 
 
-def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key):
+def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl):
     # given: a buyer holding dollars and a seller holding shares
     buyer = make_account(funds={usd: "1000"})
     seller = make_account(funds={aapl: "10"})
     services.hold(
-        account=buyer, asset=usd, amount=Decimal("460"), reference="o1", idempotency_key=key()
+        account=buyer, asset=usd, amount=Decimal("460"), reference="o1", idempotency_key=new_key()
     )
     services.hold(
-        account=seller, asset=aapl, amount=Decimal("2"), reference="o2", idempotency_key=key()
+        account=seller, asset=aapl, amount=Decimal("2"), reference="o2", idempotency_key=new_key()
     )
     fees = services.platform_account_open(kind=Account.Kind.FEES)
 
@@ -34,7 +33,7 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
         destination_bucket=Bucket.PENDING,
         asset=usd,
         amount=Decimal("459.00"),
-        idempotency_key=key(),
+        idempotency_key=new_key(),
         **move,
     )
     services.transfer(
@@ -44,7 +43,7 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
         destination_bucket=Bucket.PENDING,
         asset=aapl,
         amount=Decimal("2"),
-        idempotency_key=key(),
+        idempotency_key=new_key(),
         **move,
     )
     services.transfer(
@@ -56,10 +55,10 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
         amount=Decimal("0.46"),
         kind=EntryKind.FEE,
         reference="trade 1",
-        idempotency_key=key(),
+        idempotency_key=new_key(),
     )
     services.release(
-        account=buyer, asset=usd, amount=Decimal("0.54"), reference="o1", idempotency_key=key()
+        account=buyer, asset=usd, amount=Decimal("0.54"), reference="o1", idempotency_key=new_key()
     )
 
     # then: nothing of the buyer's order stays held, the proceeds are pending
@@ -80,7 +79,7 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
             amount=Decimal(amount),
             kind=EntryKind.SETTLEMENT,
             reference="settlement 2026-11-23",
-            idempotency_key=key(),
+            idempotency_key=new_key(),
         )
 
     assert balance_of(seller, usd) == (Decimal("459.00"), 0, 0)
@@ -88,9 +87,7 @@ def test_trade_fee_and_settlement_through_transfer(make_account, usd, aapl, key)
     assert_ledger_sound()
 
 
-def move(
-    key: Callable[[], str], source: Account, destination: Account, asset: Asset, **fields: object
-) -> JournalEntry:
+def move(source: Account, destination: Account, asset: Asset, **fields: object) -> JournalEntry:
     """`services.transfer` of 1 unit, available to available, as an adjustment, unless the
     test says otherwise: each test below spells out only what it changes."""
     call = {
@@ -104,19 +101,18 @@ def move(
         source=source,
         destination=destination,
         asset=asset,
-        idempotency_key=key(),
+        idempotency_key=new_key(),
         **(call | fields),
     )
 
 
-def test_transfer_needs_funds_in_the_source_bucket(make_account, usd, key):
+def test_transfer_needs_funds_in_the_source_bucket(make_account, usd):
     source = make_account(funds={usd: "10"})
     destination = make_account()
     before = ledger_state()
 
     with pytest.raises(InsufficientFunds, match="0.00 USD held"):
         move(
-            key,
             source,
             destination,
             usd,
@@ -128,28 +124,27 @@ def test_transfer_needs_funds_in_the_source_bucket(make_account, usd, key):
     assert ledger_state() == before
 
 
-def test_frozen_account_available_funds_cannot_leave(make_account, usd, key):
+def test_frozen_account_available_funds_cannot_leave(make_account, usd):
     source = make_account(funds={usd: "10"})
     destination = make_account()
     services.account_freeze(account=source)
     before = ledger_state()
 
     with pytest.raises(AccountFrozen):
-        move(key, source, destination, usd)
+        move(source, destination, usd)
 
     assert ledger_state() == before
 
 
-def test_frozen_account_held_funds_still_fill_and_settle(make_account, usd, key):
+def test_frozen_account_held_funds_still_fill_and_settle(make_account, usd):
     buyer = make_account(funds={usd: "10"})
     seller = make_account()
     services.hold(
-        account=buyer, asset=usd, amount=Decimal("10"), reference="o", idempotency_key=key()
+        account=buyer, asset=usd, amount=Decimal("10"), reference="o", idempotency_key=new_key()
     )
     services.account_freeze(account=buyer)
 
     move(
-        key,
         buyer,
         seller,
         usd,
@@ -162,28 +157,28 @@ def test_frozen_account_held_funds_still_fill_and_settle(make_account, usd, key)
     assert balance_of(seller, usd) == (0, 0, Decimal("10.00"))
 
 
-def test_transfer_to_the_same_bucket_is_refused(make_account, usd, key):
+def test_transfer_to_the_same_bucket_is_refused(make_account, usd):
     account = make_account(funds={usd: "10"})
 
     with pytest.raises(InvalidEntry, match="same bucket"):
-        move(key, account, account, usd)
+        move(account, account, usd)
 
 
 @pytest.mark.parametrize("amount", [Decimal("0"), Decimal("-3"), Decimal("0.005"), 2.0])
-def test_transfer_rejects_bad_amounts(make_account, usd, key, amount):
+def test_transfer_rejects_bad_amounts(make_account, usd, amount):
     source = make_account(funds={usd: "10"})
     destination = make_account()
     before = ledger_state()
 
     with pytest.raises(InvalidAmount):
-        move(key, source, destination, usd, amount=amount)
+        move(source, destination, usd, amount=amount)
 
     assert ledger_state() == before
 
 
-def test_fees_account_cannot_go_negative(usd, key):
+def test_fees_account_cannot_go_negative(usd):
     fees = services.platform_account_open(kind=Account.Kind.FEES)
     external = services.platform_account_open(kind=Account.Kind.EXTERNAL)
 
     with pytest.raises(InsufficientFunds, match="fees account"):
-        move(key, fees, external, usd, kind=EntryKind.WITHDRAWAL)
+        move(fees, external, usd, kind=EntryKind.WITHDRAWAL)
