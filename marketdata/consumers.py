@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 from channels.consumer import get_handler_name
@@ -229,10 +230,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "heartbeat_task"):
             self.heartbeat_task.cancel()
-        if getattr(self, "rejoin_task", None) is not None:
-            self.rejoin_task.cancel()
-        if getattr(self, "flush_handle", None) is not None:
-            self.flush_handle.cancel()
+        # A socket refused before `connect` set them up has neither.
+        rejoin_task: asyncio.Task | None = getattr(self, "rejoin_task", None)
+        if rejoin_task is not None:
+            rejoin_task.cancel()
+        flush_handle: asyncio.TimerHandle | None = getattr(self, "flush_handle", None)
+        if flush_handle is not None:
+            flush_handle.cancel()
         if self.channel_name is not None:
             try:
                 for group in self._groups():
@@ -425,18 +429,21 @@ class StreamConsumer(AsyncWebsocketConsumer):
             )
         await self._send_json({"op": "pong", "id": ping_id})
 
-    def _channel_list_error(self, channels: object, *, allow_empty: bool) -> str | None:
+    def _channel_list(self, message: dict, *, allow_empty: bool) -> list[Any] | str:
+        """The message's `channels` (a list; its items are checked one by one), or what is
+        wrong with it."""
+        channels = message.get("channels")
         if not isinstance(channels, list) or (not channels and not allow_empty):
             return "channels must be a " + ("list" if allow_empty else "non-empty list")
         if len(channels) > max(MAX_CHANNELS_PER_MESSAGE, settings.WS_MAX_SUBSCRIPTIONS):
             limit = max(MAX_CHANNELS_PER_MESSAGE, settings.WS_MAX_SUBSCRIPTIONS)
             return f"at most {limit} channels per message"
-        return None
+        return channels
 
     async def _subscribe(self, message: dict) -> None:
-        channels = message.get("channels")
-        if (problem := self._channel_list_error(channels, allow_empty=False)) is not None:
-            return await self._error("bad_request", problem)
+        channels = self._channel_list(message, allow_empty=False)
+        if isinstance(channels, str):
+            return await self._error("bad_request", channels)
         symbols = await known_symbols()
         accepted = []
         for channel in channels:
@@ -468,9 +475,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._send_snapshots(accepted)
 
     async def _unsubscribe(self, message: dict) -> None:
-        channels = message.get("channels")
-        if (problem := self._channel_list_error(channels, allow_empty=True)) is not None:
-            return await self._error("bad_request", problem)
+        channels = self._channel_list(message, allow_empty=True)
+        if isinstance(channels, str):
+            return await self._error("bad_request", channels)
         if not all(isinstance(channel, str) for channel in channels):
             return await self._error("bad_request", "channel names are strings")
         removed = []
@@ -507,7 +514,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return  # no snapshot cache: live updates still arrive
         for channel, message in zip(channels, raw, strict=True):
             if message is not None:
-                self.pending[channel] = message.decode()
+                self.pending[channel] = message.decode() if isinstance(message, bytes) else message
         if self.pending:
             await self._flush_or_schedule()
 

@@ -73,7 +73,10 @@ class SimulatedInstrument:
 def quantum(step: Decimal) -> Decimal:
     """A tick or lot size as a clean exponent: Decimal("0.0100000000") -> Decimal("0.01")."""
     step = step.normalize()
-    return step if step.as_tuple().exponent <= 0 else step.quantize(Decimal(1))
+    exponent = step.as_tuple().exponent
+    if not isinstance(exponent, int):  # pragma: no cover - the models' steps are positive numbers
+        raise ValueError(f"a tick or lot size must be a finite number, not {step}")
+    return step if exponent <= 0 else step.quantize(Decimal(1))
 
 
 def to_ticks(price: Decimal, tick_size: Decimal) -> int:

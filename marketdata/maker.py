@@ -248,8 +248,8 @@ class MarketMaker:
             config=self.config,
         )
         resting = {
-            BUY: sorted((o for o in orders if o.side == BUY), key=lambda o: (-o.price, o.pk)),
-            SELL: sorted((o for o in orders if o.side == SELL), key=lambda o: (o.price, o.pk)),
+            BUY: sorted((o for o in orders if o.side == BUY), key=lambda o: (-_limit(o), o.pk)),
+            SELL: sorted((o for o in orders if o.side == SELL), key=lambda o: (_limit(o), o.pk)),
         }
         wanted = {side: [q for q in plan if q.side == side] for side in (BUY, SELL)}
         # Move the side that gets out of the way first, so new quotes never cross old ones.
@@ -312,6 +312,13 @@ class MarketMaker:
                 cancel_all(account=self.account, symbol=symbol)
             except (TradingError, DatabaseError) as error:
                 logger.warning("market maker: could not cancel %s quotes: %s", symbol, error)
+
+
+def _limit(order: Order) -> Decimal:
+    """The limit price of one of the maker's orders (it places limit orders only)."""
+    if order.price is None:  # pragma: no cover - the maker's orders are limit orders
+        raise RuntimeError(f"the market maker's order {order.pk} has no limit price")
+    return order.price
 
 
 class MarketMakerWorker(KafkaWorker):

@@ -90,8 +90,11 @@ def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
     )
     snapshots = {}
     for model in models:
+        last_price = model.last_price
+        if last_price is None:  # pragma: no cover - the query leaves out models without one
+            raise RuntimeError(f"the price model of {model.instrument.symbol} has no last price")
         tick = quantum(model.instrument.tick_size)
-        price_ticks = to_ticks(model.last_price, tick)
+        price_ticks = to_ticks(last_price, tick)
         half_spread = max(1, round(price_ticks * model.spread_bps / 20000))
         size = model.typical_size.normalize()
         quote = Quote(
@@ -101,7 +104,7 @@ def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
             last=(tick * price_ticks).quantize(tick),
             bid_size=size,
             ask_size=size,
-            open=(model.session_open or model.last_price).quantize(tick),
+            open=(model.session_open or last_price).quantize(tick),
         )
         snapshots[quote.symbol] = quote.as_data()
     return snapshots

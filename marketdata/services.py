@@ -44,21 +44,23 @@ class TickPublisher:
         self.last_build = 0.0
         self._build()
 
-    def _build(self) -> None:
+    def _build(self) -> KafkaProducer:
         self.last_build = time.monotonic()
         kafka.ensure_topics([kafka.TICKS])
-        self.producer = kafka.producer(max_block_ms=1000)
+        self.producer = producer = kafka.producer(max_block_ms=1000)
+        return producer
 
     def publish(self, quote: Quote, *, ts: int | None = None) -> bool:
         """Send one tick; return False when it was dropped because Kafka is unavailable."""
         self.seq[quote.symbol] += 1
         value = tick_record(quote, seq=self.seq[quote.symbol], ts=ts)
         try:
-            if self.producer is None:
+            producer = self.producer
+            if producer is None:
                 if time.monotonic() - self.last_build < self.REBUILD_EVERY_S:
                     raise KafkaConnectionError("producer being rebuilt")
-                self._build()
-            self.producer.send(self.topic, key=quote.symbol.encode(), value=value)  # type: ignore[union-attr]
+                producer = self._build()
+            producer.send(self.topic, key=quote.symbol.encode(), value=value)
         except KafkaError as error:
             self._drop_producer()
             self.dropped += 1

@@ -43,7 +43,7 @@ def database_dsn() -> str:
     params = connection.get_connection_params()
     keys = ("host", "port", "dbname", "user", "password")
     parts = {key: params.get(key) for key in keys if params.get(key) not in (None, "")}
-    return psycopg.conninfo.make_conninfo(**parts)
+    return psycopg.conninfo.make_conninfo("", **parts)
 
 
 def outbox_id(record: Any) -> int | None:

@@ -148,11 +148,11 @@ def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None
 def order_place(
     *,
     account: Account,
-    symbol: str,
+    symbol: str | None,
     client_order_id: str | None = None,
-    side: str,
+    side: str | None,
     type: str = Order.Type.LIMIT,  # noqa: A002
-    quantity: Decimal | str,
+    quantity: Decimal | str | None,
     price: Decimal | str | None = None,
     stop_price: Decimal | str | None = None,
     time_in_force: str = Order.TimeInForce.GTC,
@@ -163,6 +163,8 @@ def order_place(
     `client_order_id` is the trader's key for retrying safely (one is generated when it is
     None): the same id with the same parameters returns the order placed first and creates
     nothing; with other parameters it raises ClientOrderIdConflict (409).
+    `symbol`, `side` and `quantity` may be None (a request that left them out): that is refused
+    like any other bad value (UnknownInstrument, OrderRejected invalid_side or missing_quantity).
     Raises OrderRejected (with a code such as invalid_tick_size, price_outside_band,
     instrument_halted, account_frozen, insufficient_funds) or UnknownInstrument.
 
@@ -439,12 +441,13 @@ def _locked_order(account: Account, order_id: object) -> Order:
 
 @transaction.atomic(durable=True)
 def order_cancel(
-    *, account: Account, order_id: int, quantity: Decimal | str | None = None
+    *, account: Account, order_id: int | None, quantity: Decimal | str | None = None
 ) -> Order:
     """Ask the matcher to cancel an order (or to reduce it by `quantity`).
 
     Works while the instrument is halted. Raises UnknownOrder (also for another account's
-    order), OrderNotOpen, or OrderRejected for a bad quantity.
+    order, and for an `order_id` of None: a URL whose id is not one), OrderNotOpen, or
+    OrderRejected for a bad quantity.
     """
     order = _locked_order(account, order_id)
     if not order.is_open:

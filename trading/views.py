@@ -93,15 +93,14 @@ def orders(request: HttpRequest, account: Account) -> JsonResponse:
     for name in ("quantity", "price", "stop_price"):
         if isinstance(body.get(name), float | int) and not isinstance(body.get(name), bool):
             return error_response(f"invalid_{name}", f'{name} must be a decimal string, e.g. "1.5"')
-    # The service validates whatever the JSON holds, a missing field (None) too. TODO(issue 11):
-    # typed by the lead (its signature is to say that symbol, side and quantity may be None).
+    # The service validates whatever the JSON holds, a missing field (None) too.
     order = services.order_place(
         account=account,
-        symbol=body.get("symbol"),  # type: ignore[arg-type]
+        symbol=body.get("symbol"),
         client_order_id=body.get("client_order_id"),
-        side=body.get("side"),  # type: ignore[arg-type]
+        side=body.get("side"),
         type=body.get("type", "limit"),
-        quantity=body.get("quantity"),  # type: ignore[arg-type]
+        quantity=body.get("quantity"),
         price=body.get("price"),
         stop_price=body.get("stop_price"),
         time_in_force=body.get("time_in_force", "gtc"),
@@ -118,11 +117,10 @@ def _order_id(raw: str) -> int | None:
 @trader_view("POST", entry=True)
 def order_cancel(request: HttpRequest, account: Account, order_id: str) -> JsonResponse:
     body = json_body(request)
-    # An id that is not one is refused by the service (unknown order). TODO(issue 11): typed by
-    # the lead (its signature is to say that order_id may be None).
+    # An id that is not one (None) is refused by the service (unknown order).
     order = services.order_cancel(
         account=account,
-        order_id=_order_id(order_id),  # type: ignore[arg-type]
+        order_id=_order_id(order_id),
         quantity=body.get("quantity"),
     )
     return JsonResponse({"order": order_message(order)}, status=202)

@@ -46,10 +46,31 @@ class Command(BaseCommand):
             help="Stop after this many ticks (default: run until stopped).",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
-        names = ("rate", "seed", "time_scale", "symbols", "replay", "speed", "loop", "count")
+    def handle(
+        self,
+        *args: object,
+        rate: float | None,
+        seed: int | None,
+        time_scale: float,
+        symbols: list[str] | None,
+        replay: Path | None,
+        speed: float,
+        loop: bool,
+        count: int | None,
+        **options: object,
+    ) -> None:
         try:
-            feed = FeedWorker(**{name: options[name] for name in names}, write=self.stdout.write)
+            feed = FeedWorker(
+                rate=rate,
+                seed=seed,
+                time_scale=time_scale,
+                symbols=symbols,
+                replay=replay,
+                speed=speed,
+                loop=loop,
+                count=count,
+                write=self.stdout.write,
+            )
             feed.install_signal_handlers()
             feed.run()
         except FeedError as error:

@@ -5,9 +5,10 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, close_old_connections
 
+from accounts.models import Account
 from accounts.services import account_open
 from marketdata.maker import MakerConfig, MarketMaker, MarketMakerWorker
 from tredye.workers import Backoff
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         "topic, as the MARKET_MAKER_USERNAME account, through order_place/order_replace."
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", help="the bot's user (default MARKET_MAKER_USERNAME)")
         parser.add_argument("--symbols", nargs="+", help="only these instruments")
         parser.add_argument(
@@ -30,20 +31,23 @@ class Command(BaseCommand):
             help="leave the quotes in the book on stop (default: cancel them)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
-        username = options["username"] or settings.MARKET_MAKER_USERNAME
+    def handle(
+        self,
+        *args: object,
+        username: str | None,
+        symbols: list[str] | None,
+        keep_quotes: bool,
+        **options: object,
+    ) -> None:
+        username = username or settings.MARKET_MAKER_USERNAME
         account = self._account(username)
-        maker = MarketMaker(
-            account=account,
-            config=MakerConfig.from_settings(),
-            symbols=options["symbols"],  # type: ignore[arg-type]
-        )
-        worker = MarketMakerWorker(maker, cancel_on_stop=not options["keep_quotes"])
+        maker = MarketMaker(account=account, config=MakerConfig.from_settings(), symbols=symbols)
+        worker = MarketMakerWorker(maker, cancel_on_stop=not keep_quotes)
         worker.install_signal_handlers()
         self.stdout.write(f"market maker: quoting as {username} (account #{maker.account.pk})")
         worker.run()
 
-    def _account(self, username: str):  # noqa: ANN202
+    def _account(self, username: str) -> Account:
         """The bot's account; waits with backoff while the database is unavailable (SIGTERM
         still stops it: the worker's handlers are not installed yet)."""
         backoff = Backoff()

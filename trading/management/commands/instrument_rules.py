@@ -33,16 +33,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, symbol: str, changed_by: str, **options: object) -> None:
         rules = {name: options[name] for name in RULES if options.get(name) is not None}
-        if rules.get("max_quantity", "").lower() == "none":
+        # From the command line a rule is a string; "none" lifts the size limit.
+        max_quantity = rules.get("max_quantity")
+        if isinstance(max_quantity, str) and max_quantity.lower() == "none":
             rules["max_quantity"] = None
         before = Instrument.objects.filter(symbol=symbol.strip().upper()).first()
         try:
             if rules:
                 instrument = instrument_rules_change(symbol=symbol, changed_by=changed_by, **rules)
             else:
-                instrument = Instrument.objects.filter(symbol=symbol.strip().upper()).first()
-                if instrument is None:
+                found = Instrument.objects.filter(symbol=symbol.strip().upper()).first()
+                if found is None:
                     raise CommandError(f"unknown instrument {symbol!r}")
+                instrument = found
         except TradingError as error:
             raise CommandError(f"{error.detail} ({error.code}); nothing changed") from None
         for name in RULES:
