@@ -1,6 +1,6 @@
 """The command format of the `orders` topic: its names and the data each carries.
 
-The services that write commands (trading/services.py, trading/reference.py) name them with
+The services that write commands (trading/services/, trading/reference.py) name them with
 these constants, and the matcher decodes a record into a `Command` here. A record that is not
 a command raises `EnvelopeError` (the matcher dead-letters it).
 """

@@ -126,7 +126,7 @@ def test_an_order_valid_under_new_rules_is_placed_with_them(make_instrument, mak
 def test_a_priced_order_with_cached_rules_skips_the_read(
     monkeypatch, make_instrument, make_account
 ):
-    import trading.services as services
+    import trading.services.placing as services
 
     market = with_reference(make_instrument, "100.00")
     account = make_account(funds={market.quote: "1000"})

@@ -79,7 +79,7 @@ def test_a_client_order_id_raced_gives_one_order(make_instrument, make_account):
 
 def change_after_read(monkeypatch, change) -> None:
     """Run `change` (another session's committed write) right after order_place's read."""
-    import trading.services as services
+    import trading.services.placing as services
 
     real = services.placement_read
     done = []

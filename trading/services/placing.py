@@ -1,8 +1,8 @@
-"""Writes for trading: placing, canceling and replacing orders, halting instruments.
+"""Placing an order: validate, hold the funds, write the order and its command, at once.
 
 The order services never touch the book: each validates, holds the funds, writes the order
 and an outbox row in one durable transaction. The relay produces the outbox to the `orders`
-topic after commit, and the matcher (trading/matching/) applies the command. See
+topic after commit, and the matcher (`trading/matching/`) applies the command. See
 docs/architecture.md §4 and docs/decisions/0004-order-path-exactly-once.md.
 """
 
@@ -11,30 +11,19 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, overload
+from decimal import Decimal
+from typing import Any
 
 import psycopg
-from django.db import IntegrityError, models, transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.exceptions import AccountFrozen, InsufficientFunds, LedgerError
-from accounts.lock_objects import accounts_lock
 from accounts.models import Account
-from accounts.services import amount_format, funds_hold
+from accounts.services import amount_format
 from trading import rules
-from trading.exceptions import (
-    ClientOrderIdConflict,
-    OrderNotOpen,
-    OrderRejected,
-    TradingError,
-    UnknownInstrument,
-    UnknownOrder,
-)
-from trading.lock_objects import orders_lock
-from trading.matching.commands import CANCEL, EXPIRE_DAY, PLACE, REPLACE
-from trading.models import Instrument, Order, Outbox
+from trading.exceptions import ClientOrderIdConflict, OrderRejected, UnknownInstrument
+from trading.matching.commands import PLACE
+from trading.models import Instrument, Order
 from trading.placement import (
     ACCOUNT,
     BAND,
@@ -50,99 +39,11 @@ from trading.placement import (
     placement_read,
     placement_write,
 )
-from trading.selectors import reference_price
+from trading.services.inputs import choice_input, decimal_input
 from trading.units import ceil_to
 from tredye import kafka
 
 CLIENT_ORDER_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation (pure)
-# ---------------------------------------------------------------------------------------------
-
-
-@overload
-def _decimal(value: object, name: str, *, required: Literal[True]) -> Decimal: ...
-@overload
-def _decimal(value: object, name: str, *, required: bool) -> Decimal | None: ...
-def _decimal(value: object, name: str, *, required: bool) -> Decimal | None:
-    if value is None or value == "":
-        if required:
-            raise OrderRejected(f"{name} is required", code=f"missing_{name}")
-        return None
-    if isinstance(value, bool | float) or not isinstance(value, Decimal | int | str):
-        raise OrderRejected(
-            f"{name} must be a decimal string, not {type(value).__name__}", code=f"invalid_{name}"
-        )
-    try:
-        number = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise OrderRejected(f"{name} {value!r} is not a number", code=f"invalid_{name}") from None
-    if not number.is_finite() or number <= 0:
-        raise OrderRejected(f"{name} must be a positive number", code=f"invalid_{name}")
-    if number >= Decimal(10) ** 19:
-        raise OrderRejected(f"{name} is too large", code=f"invalid_{name}")
-    return number
-
-
-# The values of each choices class (Django's `.values` builds a new list on every access).
-_CHOICE_VALUES: dict[type, frozenset[str]] = {}
-
-
-def _choice(value: object, choices: type[models.TextChoices], name: str) -> str:
-    text = value.strip().lower() if isinstance(value, str) else value
-    values = _CHOICE_VALUES.get(choices)
-    if values is None:
-        values = _CHOICE_VALUES[choices] = frozenset(choices.values)
-    if not isinstance(text, str) or text not in values:
-        allowed = ", ".join(choices.values)
-        raise OrderRejected(f"{name} must be one of {allowed}", code=f"invalid_{name}")
-    return text
-
-
-def _band(instrument: Instrument) -> rules.Band | None:
-    """The band around the reference price read now."""
-    return rules.band_around(instrument, reference_price(instrument=instrument))
-
-
-def _instrument(symbol: object) -> Instrument:
-    if not isinstance(symbol, str) or not symbol:
-        raise UnknownInstrument(f"unknown instrument {symbol!r}")
-    instrument = (
-        Instrument.objects.select_related("base", "quote", "book_state", "price_model")
-        .filter(symbol=symbol.strip().upper())
-        .first()
-    )
-    if instrument is None:
-        raise UnknownInstrument(f"unknown instrument {symbol!r}")
-    return instrument
-
-
-def _outbox(*, type: str, symbol: str, seq: int, data: dict[str, Any]) -> Outbox:  # noqa: A002
-    return Outbox(topic=kafka.ORDERS, key=symbol, type=type, seq=seq, ts=kafka.now_ms(), data=data)
-
-
-def _hold(*, account: Account, order: Order, amount: Decimal, memo: str) -> None:
-    try:
-        funds_hold(
-            account=account,
-            asset=rules.hold_asset(order.instrument, order.side),
-            amount=amount,
-            reference=f"order {order.pk}",
-            memo=memo,
-        )
-    except AccountFrozen as error:
-        raise OrderRejected(error.detail, code="account_frozen") from None
-    except InsufficientFunds as error:
-        raise OrderRejected(error.detail, code="insufficient_funds") from None
-    except LedgerError as error:  # e.g. an amount finer than the asset allows
-        raise OrderRejected(error.detail, code=error.code) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Services
-# ---------------------------------------------------------------------------------------------
 
 
 def order_place(
@@ -179,16 +80,16 @@ def order_place(
             "client_order_id must be 1-64 letters, digits or . _ : -",
             code="invalid_client_order_id",
         )
-    side = _choice(side, Order.Side, "side")
-    order_type = _choice(type, Order.Type, "type")
-    tif = _choice(time_in_force, Order.TimeInForce, "time_in_force")
+    side = choice_input(side, Order.Side, "side")
+    order_type = choice_input(type, Order.Type, "type")
+    tif = choice_input(time_in_force, Order.TimeInForce, "time_in_force")
     if not isinstance(post_only, bool):
         raise OrderRejected("post_only must be true or false", code="invalid_post_only")
-    quantity = _decimal(quantity, "quantity", required=True)
+    quantity = decimal_input(quantity, "quantity", required=True)
     has_limit = order_type in (Order.Type.LIMIT, Order.Type.STOP_LIMIT)
     is_stop = order_type in (Order.Type.STOP, Order.Type.STOP_LIMIT)
-    price = _decimal(price, "price", required=has_limit)
-    stop_price = _decimal(stop_price, "stop_price", required=is_stop)
+    price = decimal_input(price, "price", required=has_limit)
+    stop_price = decimal_input(stop_price, "stop_price", required=is_stop)
     if not has_limit and price is not None:
         raise OrderRejected(f"a {order_type} order takes no price", code="invalid_price")
     if not is_stop and stop_price is not None:
@@ -415,176 +316,3 @@ def _placement_refused(
             code="insufficient_funds",
         )
     raise RuntimeError(f"placement refused by {refused!r}, which says nothing it refuses")
-
-
-def _command(order: Order, *, type: str, data: dict[str, Any]) -> None:  # noqa: A002
-    order.command_seq += 1
-    order.updated_at = timezone.now()
-    order.save(update_fields=["command_seq", "updated_at"])
-    _outbox(
-        type=type,
-        symbol=order.instrument.symbol,
-        seq=order.command_seq,
-        data={"order_id": order.pk, "seq": order.command_seq, **data},
-    ).save(force_insert=True)
-
-
-def _locked_order(account: Account, order_id: object) -> Order:
-    if isinstance(order_id, bool) or not isinstance(order_id, int):
-        raise UnknownOrder(f"unknown order {order_id!r}")
-    accounts_lock(account_ids=[account.pk])
-    order = orders_lock(order_ids=[order_id]).get(order_id)
-    if order is None or order.account_id != account.pk:
-        raise UnknownOrder(f"unknown order {order_id!r}")
-    return order
-
-
-@transaction.atomic(durable=True)
-def order_cancel(
-    *, account: Account, order_id: int | None, quantity: Decimal | str | None = None
-) -> Order:
-    """Ask the matcher to cancel an order (or to reduce it by `quantity`).
-
-    Works while the instrument is halted. Raises UnknownOrder (also for another account's
-    order, and for an `order_id` of None: a URL whose id is not one), OrderNotOpen, or
-    OrderRejected for a bad quantity.
-    """
-    order = _locked_order(account, order_id)
-    if not order.is_open:
-        raise OrderNotOpen(f"order {order.pk} is {order.status}")
-    reduce_by = _decimal(quantity, "quantity", required=False)
-    if reduce_by is not None:
-        rules.on_grid(reduce_by, order.instrument.lot_size, "quantity", "invalid_lot_size")
-    _command(
-        order,
-        type=CANCEL,
-        data={"quantity": None if reduce_by is None else f"{reduce_by.normalize():f}"},
-    )
-    return order
-
-
-@transaction.atomic(durable=True)
-def order_replace(
-    *,
-    account: Account,
-    order_id: int,
-    quantity: Decimal | str,
-    price: Decimal | str | None = None,
-) -> Order:
-    """Ask the matcher to change a live order's total quantity and limit price.
-
-    Holds more funds first when the new order needs more. Raises UnknownOrder, OrderNotOpen
-    (final, or not yet accepted: code order_pending), OrderRejected.
-    """
-    order = _locked_order(account, order_id)
-    if order.status == Order.Status.PENDING_NEW:
-        raise OrderNotOpen(f"order {order.pk} is not in the book yet", code="order_pending")
-    if not order.is_open:
-        raise OrderNotOpen(f"order {order.pk} is {order.status}")
-    if order.type not in (Order.Type.LIMIT, Order.Type.STOP_LIMIT):
-        raise OrderRejected("only limit orders can be replaced", code="not_replaceable")
-    instrument = order.instrument
-    rules.check_open(instrument)
-    new_quantity = _decimal(quantity, "quantity", required=True)
-    new_price = _decimal(price, "price", required=False) or order.price
-    if new_price is None:  # pragma: no cover - a limit order has a price (checked above)
-        raise OrderRejected("price is required", code="missing_price")
-    rules.check_size(instrument, new_quantity)
-    if new_quantity <= order.filled_quantity:
-        raise OrderRejected(
-            "the new quantity must exceed what is already filled", code="quantity_too_small"
-        )
-    if new_price != order.price:
-        rules.check_price(instrument, new_price, _band(instrument))
-    need = rules.hold_for(
-        instrument=instrument,
-        side=order.side,
-        open_quantity=new_quantity - order.filled_quantity,
-        price=new_price,
-        fee_rate=max(order.maker_fee_rate, order.taker_fee_rate),  # the order's own rates
-    )
-    extra = max(need - order.held, Decimal(0))
-    if extra:
-        _hold(account=order.account, order=order, amount=extra, memo="replace")
-        Order.objects.filter(pk=order.pk).update(held_for_replace=F("held_for_replace") + extra)
-    _command(
-        order,
-        type=REPLACE,
-        data={
-            "quantity": f"{new_quantity.normalize():f}",
-            "price": f"{new_price.normalize():f}",
-            "extra_hold": f"{extra.normalize():f}",
-        },
-    )
-    return order
-
-
-@transaction.atomic(durable=True)
-def cancel_all(*, account: Account, symbol: str | None = None) -> list[Order]:
-    """Ask the matcher to cancel every open order of the account (on one instrument)."""
-    accounts_lock(account_ids=[account.pk])
-    open_orders = Order.objects.filter(account=account, status__in=Order.OPEN_STATUSES)
-    if symbol is not None:
-        open_orders = open_orders.filter(instrument=_instrument(symbol))
-    ids = list(open_orders.values_list("pk", flat=True))
-    orders = list(orders_lock(order_ids=ids).values())
-    for order in orders:
-        if order.is_open:
-            _command(order, type=CANCEL, data={"quantity": None})
-    return orders
-
-
-@transaction.atomic(durable=True)
-def day_orders_expire(*, symbols: list[str] | None = None) -> list[str]:
-    """End the trading day: ask the matcher to expire every DAY order (of these instruments).
-
-    Queues one command per instrument that is not closed; the matcher expires the DAY orders
-    in that book when it reaches it, releasing their holds. Returns the symbols.
-    """
-    instruments = Instrument.objects.exclude(status=Instrument.Status.CLOSED)
-    if symbols is not None:
-        instruments = instruments.filter(symbol__in=[s.strip().upper() for s in symbols])
-    chosen = list(instruments.order_by("symbol").values_list("symbol", flat=True))
-    Outbox.objects.bulk_create(
-        [_outbox(type=EXPIRE_DAY, symbol=symbol, seq=0, data={}) for symbol in chosen]
-    )
-    return chosen
-
-
-def reference_prices_set(*, prices: dict[str, Decimal]) -> int:
-    """Set instruments' reference prices (the reference feed calls this as it saves its prices;
-    in the caller's transaction). Returns how many instruments it set; unknown symbols and
-    prices that are not positive are skipped."""
-    now = timezone.now()
-    done = 0
-    for symbol, price in prices.items():
-        if price is None or not price > 0:
-            continue
-        done += Instrument.objects.filter(symbol=symbol).update(
-            reference_price=price, reference_price_at=now
-        )
-    return done
-
-
-@transaction.atomic(durable=True)
-def instrument_status_set(*, symbol: str, status: str) -> Instrument:
-    """Halt, resume or close an instrument. Raises UnknownInstrument or TradingError."""
-    if status not in Instrument.Status.values:
-        raise TradingError(f"unknown status {status!r}", code="invalid_status")
-    instrument = _instrument(symbol)
-    Instrument.objects.filter(pk=instrument.pk).update(status=status)
-    instrument.status = status
-    return instrument
-
-
-def floor_quantity(instrument: Instrument, value: Decimal) -> Decimal:
-    """Round a quantity down to the instrument's lot size (for bots and the UI)."""
-    lots = int(value / instrument.lot_size)
-    return lots * instrument.lot_size
-
-
-def round_price(instrument: Instrument, value: Decimal, *, up: bool) -> Decimal:
-    """Round a price to the instrument's tick, up or down."""
-    ticks = value / instrument.tick_size
-    whole = ticks.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR")
-    return whole * instrument.tick_size
