@@ -2,7 +2,7 @@
 defaults, each making one kind of row the way the application would.
 
 The tests reach them through the root `conftest.py` fixtures of the same names (which also
-grant database access), or import them here.
+grant database access), or import them from here.
 """
 
 from __future__ import annotations
@@ -69,23 +69,24 @@ def make_instrument(
 
     `symbol` defaults to a fresh one, so each call is its own market; the base asset is the
     symbol's part before any "-" (precision 0 unless `ASSETS` says otherwise). `price` also
-    gives it a price model around that price (the feed's and the band's reference); without
-    it, the instrument has none. Other model fields (`status`, `price_band_pct`, `base`…) go
-    through `fields`.
+    gives it a price model starting at that price (what the feed simulates); without it, the
+    instrument has none. Other model fields (`status`, `price_band_pct`, `base`…) go through
+    `fields`.
     """
     if symbol is None:
         symbol = f"T{uuid.uuid4().hex[:5].upper()}{next(_numbers)}"
-    code = symbol.split("-")[0]
     defaults = {
         "symbol": symbol,
         "name": f"{symbol} test",
-        "base": make_asset(code, 0),
-        "quote": make_asset("USD"),
         "tick_size": D(tick),
         "lot_size": D(lot),
         "maker_fee_rate": D("0.001"),
         "taker_fee_rate": D("0.002"),
     }
+    if "base" not in fields:
+        defaults["base"] = make_asset(symbol.split("-")[0], 0)
+    if "quote" not in fields:
+        defaults["quote"] = make_asset("USD")
     listed = Instrument.objects.create(**(defaults | fields))
     if price is not None:
         make_price_model(listed, price=price, typical_size=str(D("100") * listed.lot_size))
