@@ -52,17 +52,20 @@ def _key(name: str) -> str:
     return f"{settings.KAFKA_TOPIC_PREFIX}worker:{name}"
 
 
-_client: redis.Redis | None = None
+# One client per Redis URL, made on first use (a process has one URL; a test that points
+# REDIS_URL elsewhere gets a client for that one, and the first again after it).
+_clients: dict[str, redis.Redis] = {}
 _warned = False
 
 
 def _redis() -> redis.Redis:
-    global _client  # noqa: PLW0603 - one client per process, made on first use
-    if _client is None:
-        _client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+    url = settings.REDIS_URL
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1
         )
-    return _client
+    return client
 
 
 def worker_report(
