@@ -54,3 +54,16 @@ def test_instrument_rules_refuses_a_tick_change_on_an_open_instrument(make_instr
         call_command("instrument_rules", listed.symbol, "--maker-fee-rate", "abc")
     listed.refresh_from_db()
     assert listed.tick_size.normalize() == Decimal("0.01")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["--partitions", "0,x"], "--partitions takes numbers separated by commas, not '0,x'"),
+        (["--partitions", "-1"], "--partitions takes partition numbers"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
+def test_run_matcher_refuses_bad_arguments_before_it_starts(arguments, error):
+    with pytest.raises(CommandError, match=error):
+        call_command("run_matcher", *arguments)
