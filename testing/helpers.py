@@ -106,7 +106,7 @@ def terminate_backends(application_name: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = %s",
+            "WHERE datname = current_database() AND application_name = %s",
             [application_name],
         )
         return cursor.fetchone()[0]

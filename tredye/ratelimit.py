@@ -13,20 +13,13 @@ import time
 import redis
 from django.conf import settings
 
+from tredye.redis_clients import redis_client
+
 logger = logging.getLogger(__name__)
 
-_clients: dict[str, redis.Redis] = {}  # REDIS_URL -> client (a test may point elsewhere)
 _warned_at = 0.0
-
-
-def _redis() -> redis.Redis:
-    url = settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = redis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5
-        )
-    return client
+# A request waits at most this long for Redis before the limit is skipped.
+_TIMEOUT_S = 0.5
 
 
 def per_second(name: str, key: object, limit: int) -> bool:
@@ -36,7 +29,7 @@ def per_second(name: str, key: object, limit: int) -> bool:
     second = int(time.time())
     counter = f"{settings.KAFKA_TOPIC_PREFIX}rate:{name}:{key}:{second}"
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = redis_client(timeout_s=_TIMEOUT_S).pipeline(transaction=False)
         pipe.incr(counter)
         pipe.expire(counter, 2)
         count, _ = pipe.execute()

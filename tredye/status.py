@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import redis
 from django.conf import settings
 
+from tredye.redis_clients import redis_client
+
 logger = logging.getLogger(__name__)
 
 REPORT_TTL_S = 30
@@ -52,20 +54,11 @@ def _key(name: str) -> str:
     return f"{settings.KAFKA_TOPIC_PREFIX}worker:{name}"
 
 
-# One client per Redis URL, made on first use (a process has one URL; a test that points
-# REDIS_URL elsewhere gets a client for that one, and the first again after it).
-_clients: dict[str, redis.Redis] = {}
 _warned = False
 
 
 def _redis() -> redis.Redis:
-    url = settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = redis.Redis.from_url(
-            url, socket_timeout=1, socket_connect_timeout=1
-        )
-    return client
+    return redis_client(timeout_s=1)
 
 
 def worker_report(

@@ -26,7 +26,7 @@ from django.utils.crypto import get_random_string
 
 from marketdata.models import PriceModel
 from testing.factories import make_price_model
-from testing.helpers import manage, wait_for, wait_for_http
+from testing.helpers import manage, terminate_backends, wait_for, wait_for_http
 from trading.models import Order, Outbox
 from tredye import kafka
 from tredye.devbroker import free_port
@@ -45,16 +45,6 @@ def backends(application_name: str | None = None) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND (%s::text IS NULL OR application_name = %s)",
             [application_name, application_name],
-        )
-        return cursor.fetchone()[0]
-
-
-def terminate_backends(application_name: str) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            [application_name],
         )
         return cursor.fetchone()[0]
 
