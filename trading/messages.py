@@ -7,10 +7,11 @@ builds one shape from values already at hand; none reads the database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from trading.models import Order
+from trading.models import Order, Trade
 from trading.units import plain
 from tredye import kafka
 
@@ -21,6 +22,10 @@ EVENT_TOPICS = (kafka.TRADES, kafka.BOOK, kafka.ACCOUNT_EVENTS)
 TRADE = "trade"
 BOOK_DELTA = "book.delta"
 ACCOUNT_ORDERS = "account.orders"
+
+# Epoch milliseconds in integers, not through a float timestamp (which can be 1 ms off).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
 
 
 def order_message(order: Order) -> dict[str, Any]:
@@ -103,4 +108,34 @@ def account_orders_message(
         "account_id": account_id,
         "orders": [order_message(order) for order in orders],
         "trades": trades,
+    }
+
+
+def account_fill_message(trade: Trade, *, account_id: int) -> dict[str, Any]:
+    """A trade as one of its accounts sees it on the trades endpoint: that account's order
+    (maker or taker side, whichever is its own), side, liquidity and fee (in the quote asset).
+
+    The trade must come with its instrument and quote asset and both orders loaded
+    (`selectors.trade_list`). A trade never has one account on both sides (self-trade
+    prevention, and the `trade_not_with_itself` constraint), so the account's side is one.
+    """
+    maker = trade.maker_order.account_id == account_id
+    order = trade.maker_order if maker else trade.taker_order
+    buyer = trade.buyer_id == account_id
+    executed = trade.executed_at
+    return {
+        "id": trade.pk,
+        "symbol": trade.instrument.symbol,
+        "seq": trade.seq,
+        "order_id": order.pk,
+        "client_order_id": order.client_order_id,
+        "side": "buy" if buyer else "sell",
+        "liquidity": "maker" if maker else "taker",
+        "price": plain(trade.price),
+        "quantity": plain(trade.quantity),
+        "quote_amount": plain(trade.quote_amount),
+        "fee": plain(trade.buyer_fee if buyer else trade.seller_fee),
+        "fee_asset": trade.instrument.quote.code,
+        "executed_at": executed.isoformat(),
+        "executed_at_ms": (executed - EPOCH) // MILLISECOND,
     }

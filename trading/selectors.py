@@ -33,12 +33,26 @@ def order_get(*, account: Account, order_id: int) -> Order | None:
     return Order.objects.filter(account=account, pk=order_id).select_related("instrument").first()
 
 
-def trade_list(*, account: Account, limit: int = 100) -> QuerySet[Trade]:
-    """The account's trades, newest first."""
-    return (
-        Trade.objects.filter(Q(buyer=account) | Q(seller=account))
-        .select_related("instrument")
-        .order_by("-pk")[:limit]
+def trade_list(
+    *,
+    account: Account,
+    instrument: Instrument | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[Trade]:
+    """The account's fills, newest first by trade id, only those older than `before_id` when
+    given (the keyset of the trades endpoint's cursor: a page does not move when trades arrive,
+    since new trades get higher ids), on one instrument when given. With the maker and taker
+    orders (the account's order id and client order id) and the quote asset (the fee's)."""
+    trades = Trade.objects.filter(Q(buyer=account) | Q(seller=account))
+    if instrument is not None:
+        trades = trades.filter(instrument=instrument)
+    if before_id is not None:
+        trades = trades.filter(pk__lt=before_id)
+    return list(
+        trades.select_related("instrument__quote", "maker_order", "taker_order").order_by("-pk")[
+            :limit
+        ]
     )
 
 

@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts.exceptions import LedgerError
@@ -21,10 +22,16 @@ from accounts.models import Account
 from accounts.selectors import account_for_user
 from trading import selectors, services
 from trading.exceptions import TradingError
-from trading.messages import order_message
+from trading.messages import account_fill_message, order_message
 from trading.units import plain
 from tredye import ratelimit
-from tredye.api import AuthenticatedHttpRequest, api_view, error_response, json_body
+from tredye.api import (
+    AuthenticatedHttpRequest,
+    BadRequest,
+    api_view,
+    error_response,
+    json_body,
+)
 
 PLACE_FIELDS = {
     "symbol",
@@ -38,6 +45,11 @@ PLACE_FIELDS = {
     "post_only",
 }
 ORDER_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
+PAGE_LIMIT = re.compile(r"[0-9]{1,4}", re.ASCII)
+TRADES_PAGE_DEFAULT = 100
+TRADES_PAGE_MAX = 500
+# Signs the trades endpoint's cursor (with SECRET_KEY): a tampered one is refused, not read.
+TRADES_CURSOR = signing.Signer(salt="trading.views.trades.cursor")
 
 
 def trader_view(
@@ -141,25 +153,50 @@ def order_detail(request: HttpRequest, account: Account, order_id: str) -> JsonR
     return JsonResponse({"order": order_message(order)})
 
 
+def _trades_page(request: HttpRequest) -> tuple[int, str | None, int | None]:
+    """The trades endpoint's `limit`, `symbol` and cursor (the last trade id of the page
+    before); raises BadRequest naming the bad one."""
+    raw_limit = request.GET.get("limit", str(TRADES_PAGE_DEFAULT))
+    if not PAGE_LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= TRADES_PAGE_MAX:
+        raise BadRequest(
+            "invalid_limit", f"limit must be a whole number from 1 to {TRADES_PAGE_MAX}"
+        )
+    symbol = request.GET.get("symbol")
+    if symbol is not None and (not symbol or len(symbol) > 64 or "\x00" in symbol):
+        raise BadRequest("unknown_instrument", f"unknown instrument {symbol[:40]!r}", 404)
+    cursor = request.GET.get("cursor")
+    before_id = None
+    if cursor is not None:
+        try:
+            before_id = TRADES_CURSOR.unsign_object(cursor[:200])
+        except (signing.BadSignature, ValueError):
+            before_id = None
+        if not isinstance(before_id, int) or isinstance(before_id, bool):
+            raise BadRequest(
+                "invalid_cursor", "cursor is not one this endpoint gave; start again without it"
+            )
+    return int(raw_limit), symbol, before_id
+
+
 @trader_view("GET")
 def trades(request: HttpRequest, account: Account) -> JsonResponse:
-    rows = selectors.trade_list(account=account)
+    """The account's fills, newest first, a page at a time: `limit` (default 100, at most
+    500), `symbol`, and `cursor`, the `next_cursor` of the page before (null on the last
+    page). The cursor is the last trade id of that page, signed so a client cannot forge
+    one; new trades get higher ids, so the next page is the same whatever arrived meanwhile.
+    (With several matchers owning partitions, a trade committed after a page passed its id
+    lands behind the cursor: a client catching up reads from the top again.)"""
+    limit, symbol, before_id = _trades_page(request)
+    instrument = services.instrument_get(symbol) if symbol is not None else None
+    rows = selectors.trade_list(
+        account=account, instrument=instrument, before_id=before_id, limit=limit + 1
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
     return JsonResponse(
         {
-            "trades": [
-                {
-                    "symbol": trade.instrument.symbol,
-                    "seq": trade.seq,
-                    "side": "buy" if trade.buyer_id == account.pk else "sell",
-                    "price": plain(trade.price),
-                    "quantity": plain(trade.quantity),
-                    "fee": plain(
-                        trade.buyer_fee if trade.buyer_id == account.pk else trade.seller_fee
-                    ),
-                    "executed_at": trade.executed_at.isoformat(),
-                }
-                for trade in rows
-            ]
+            "trades": [account_fill_message(trade, account_id=account.pk) for trade in page],
+            "next_cursor": TRADES_CURSOR.sign_object(page[-1].pk) if more else None,
         }
     )
 
