@@ -14,7 +14,9 @@ RUN_ID="$$_$RANDOM"
 KAFKA_PORT="$(free_port)"
 BROKER_LOG="var/test-broker-$KAFKA_PORT.log"
 BROKER_PID="$(start_broker "$KAFKA_PORT" "$BROKER_LOG")"
-trap 'kill "$BROKER_PID" 2>/dev/null || true; rm -f "$BROKER_LOG"' EXIT
+# This run's own metrics directory (tredye.metrics), so parallel runs never add up each other's.
+export PROMETHEUS_MULTIPROC_DIR="var/prometheus-test-$RUN_ID"
+trap 'kill "$BROKER_PID" 2>/dev/null || true; rm -f "$BROKER_LOG"; rm -rf "$PROMETHEUS_MULTIPROC_DIR"' EXIT
 export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
 export KAFKA_TOPIC_PREFIX="test_${RUN_ID}."
 export TEST_DATABASE_NAME="test_tredye_${RUN_ID}"

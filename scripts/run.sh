@@ -31,6 +31,12 @@ if port_open "$HTTP_HOST" "$HTTP_PORT"; then
   warn "port $HTTP_PORT is taken: stop what runs there or set HTTP_PORT"; exit 1
 fi
 
+# Metrics start from zero each run: drop the previous run's files (tredye.metrics).
+PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-var/prometheus}"
+if [ -d "$PROMETHEUS_MULTIPROC_DIR" ]; then
+  find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
+fi
+
 python manage.py migrate --noinput
 python manage.py kafka_topics
 python manage.py seed_demo

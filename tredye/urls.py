@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from marketdata import views as marketdata_views
-from tredye import health
+from tredye import health, metrics
 
 urlpatterns = [
     path("", marketdata_views.watchlist, name="watchlist"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("trading/", include("trading.urls")),

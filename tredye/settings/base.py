@@ -240,6 +240,20 @@ TRUSTED_PROXIES = [
     if proxy.strip()
 ]
 
+# Prometheus metrics (tredye.metrics, served at /metrics). Each process writes its values to
+# files in this directory (prometheus-client's multiprocess mode; one directory per host, shared
+# by every Tredye process there, created at start; relative to the repository unless absolute),
+# and a scrape merges them. `make run` and test runs start it empty.
+PROMETHEUS_MULTIPROC_DIR = str(BASE_DIR / env("PROMETHEUS_MULTIPROC_DIR", default="var/prometheus"))
+# Who may read /metrics: addresses or networks (comma-separated), the client's address as
+# tredye.client_ip finds it (so behind a proxy on this host, list it in TRUSTED_PROXIES);
+# anyone else gets a 404. Empty: no one. A bad entry stops the process at start.
+METRICS_ALLOWED_IPS = [
+    str(ipaddress.ip_network(entry.strip(), strict=False))
+    for entry in env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+    if entry.strip()
+]
+
 # Sign-in pages (accounts app). The admin keeps its own login at /admin/login/.
 LOGIN_URL = env("LOGIN_URL", default="/accounts/login/")
 LOGIN_REDIRECT_URL = env("LOGIN_REDIRECT_URL", default="/accounts/balances/")
