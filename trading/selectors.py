@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Account
@@ -44,15 +44,21 @@ def trade_list(
     given (the keyset of the trades endpoint's cursor: a page does not move when trades arrive,
     since new trades get higher ids), on one instrument when given. With the maker and taker
     orders (the account's order id and client order id) and the quote asset (the fee's)."""
-    trades = Trade.objects.filter(Q(buyer=account) | Q(seller=account))
-    if instrument is not None:
-        trades = trades.filter(instrument=instrument)
-    if before_id is not None:
-        trades = trades.filter(pk__lt=before_id)
+    sides = []
+    for side in ("buyer", "seller"):
+        # One index scan per side (`trade_buyer_recent`, `trade_seller_recent`), each stopping
+        # after `limit` rows: an OR of both would read all of a busy account's trades to sort.
+        mine = Trade.objects.filter(**{side: account})
+        if instrument is not None:
+            mine = mine.filter(instrument=instrument)
+        if before_id is not None:
+            mine = mine.filter(pk__lt=before_id)
+        sides.append(mine.order_by("-pk").values_list("pk", flat=True)[:limit])
+    ids = list(sides[0].union(sides[1], all=True).order_by("-pk")[:limit])
     return list(
-        trades.select_related("instrument__quote", "maker_order", "taker_order").order_by("-pk")[
-            :limit
-        ]
+        Trade.objects.filter(pk__in=ids)
+        .select_related("instrument__quote", "maker_order", "taker_order")
+        .order_by("-pk")
     )
 
 
