@@ -22,7 +22,7 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # Except the health endpoints: a load balancer, systemd or an operator probes daphne directly
 # on 127.0.0.1 over plain HTTP, without the proxy's header; redirected to https they would
 # fail the probe and take a healthy process out of service. They show no user data.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # HSTS: browsers use HTTPS only, for a year, on every subdomain; `preload` allows the domain
 # on the browsers' built-in list (it is only put there when the owner submits it).
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)

@@ -67,7 +67,7 @@ def test_production_settings_are_secure_by_default():
     values = json.loads(result.stdout.strip().splitlines()[-1])
     assert values == {
         "redirect": True,
-        "exempt": [r"^healthz$", r"^readyz$"],
+        "exempt": [r"^healthz$", r"^readyz$", r"^metrics$"],
         "hsts": 31536000,
         "sub": True,
         "preload": True,
