@@ -232,3 +232,10 @@ def make_queued_command(db) -> Callable[..., object]:
     from testing import factories
 
     return factories.make_queued_command
+
+
+@pytest.fixture
+def make_trades(db) -> Callable[..., object]:
+    from testing import factories
+
+    return factories.make_trades

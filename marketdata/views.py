@@ -1,4 +1,6 @@
+import datetime
 import logging
+import re
 import time
 
 import redis
@@ -9,8 +11,11 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
-from marketdata import selectors
-from tredye.api import api_view, error_response
+from marketdata import candle_store, selectors
+from marketdata.candles import INTERVALS, bucket_start
+from marketdata.models import Candle
+from trading.units import plain
+from tredye.api import BadRequest, api_view, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -57,3 +62,98 @@ def tickers(request: HttpRequest) -> JsonResponse:
         {"ch": f"ticker.{symbol}", "ts": now_ms, "data": data} for symbol, data in snapshots.items()
     ]
     return JsonResponse({"messages": messages, "source": "database"})
+
+
+CANDLE_PARAMETERS = {"symbol", "interval", "from", "to"}
+CANDLES_DEFAULT = 500
+CANDLES_MAX = 1000
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+EPOCH_MS = re.compile(r"-?[0-9]{1,15}", re.ASCII)
+
+
+@api_view(["GET"], login=False)
+@never_cache
+def candles(request: HttpRequest) -> JsonResponse:
+    """A symbol's candle history for the chart: `?symbol=&interval=&from=&to=`.
+
+    `interval` is one of 1s, 1m, 5m, 1h; `from` and `to` are ISO 8601 (UTC when no offset is
+    given) or epoch milliseconds. The bars returned start in [from, to), `from` taken down to
+    the start of its bar so the bar holding it is included, oldest first. Without a range, the
+    latest 500 bars; with only `from`, the first 500 from there; with only `to`, the latest 500
+    before it. A range may span at most 1,000 bars. Times are epoch ms, numbers strings (never
+    floats); only bars with trades exist, so a quiet stretch has none.
+    """
+    unknown = sorted(set(request.GET) - CANDLE_PARAMETERS)
+    if unknown:
+        raise BadRequest(
+            "unknown_parameter",
+            f"unknown parameter {unknown[0][:30]!r}; use {', '.join(sorted(CANDLE_PARAMETERS))}",
+        )
+    symbol = request.GET.get("symbol", "")
+    if not symbol:
+        raise BadRequest("invalid_symbol", "symbol is required, e.g. ?symbol=AAPL&interval=1m")
+    interval = request.GET.get("interval", "")
+    if interval not in INTERVALS:
+        raise BadRequest(
+            "invalid_interval",
+            f"interval must be one of {', '.join(INTERVALS)}, not {interval[:20]!r}",
+        )
+    start = _time_parameter(request, "from")
+    end = _time_parameter(request, "to")
+    if start is not None:
+        start = bucket_start(start, interval)
+    if start is not None and end is not None:
+        if end <= start:
+            raise BadRequest("invalid_range", "to must be later than from")
+        span = -((start - end) // datetime.timedelta(seconds=INTERVALS[interval]))  # ceiling
+        if span > CANDLES_MAX:
+            raise BadRequest(
+                "range_too_large",
+                f"at most {CANDLES_MAX} bars per call; from..to spans {span} {interval} bars,"
+                " ask for a shorter range",
+            )
+    try:
+        bars = candle_store.candles_read(
+            symbol=symbol,
+            interval=interval,
+            start=start,
+            end=end,
+            limit=CANDLES_MAX if start is not None and end is not None else CANDLES_DEFAULT,
+        )
+    except candle_store.UnknownSymbol as unknown_symbol:
+        raise BadRequest("invalid_symbol", str(unknown_symbol)) from None
+    return JsonResponse(
+        {"symbol": symbol, "interval": interval, "candles": [_candle(bar) for bar in bars]}
+    )
+
+
+def _time_parameter(request: HttpRequest, name: str) -> datetime.datetime | None:
+    raw = request.GET.get(name)
+    if raw is None:
+        return None
+    try:
+        if EPOCH_MS.fullmatch(raw):
+            return EPOCH + datetime.timedelta(milliseconds=int(raw))
+        value = datetime.datetime.fromisoformat(raw)
+    except (ValueError, OverflowError, OSError):
+        value = None
+    if value is None:
+        raise BadRequest(
+            "invalid_time",
+            f"{name} must be ISO 8601 (e.g. 2026-11-27T10:00:00Z) or epoch milliseconds,"
+            f" not {raw[:40]!r}",
+        )
+    return value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+
+
+def _candle(bar: Candle) -> dict[str, object]:
+    return {
+        "start": (bar.start - EPOCH) // datetime.timedelta(milliseconds=1),
+        "open": plain(bar.open),
+        "high": plain(bar.high),
+        "low": plain(bar.low),
+        "close": plain(bar.close),
+        "volume": plain(bar.volume),
+        "quote_volume": plain(bar.quote_volume),
+        "trades": bar.trades,
+    }

@@ -19,7 +19,7 @@ from accounts import services as ledger
 from accounts.models import Account, Asset
 from marketdata.models import PriceModel
 from testing.helpers import new_key
-from trading.models import Instrument, Outbox
+from trading.models import Instrument, Order, Outbox, Trade
 from tredye import kafka
 
 D = Decimal
@@ -121,4 +121,46 @@ def make_queued_command(age_s: float = 30.0) -> Outbox:
         ts=0,
         data={"order_id": 1},
         created_at=timezone.now() - datetime.timedelta(seconds=age_s),
+    )
+
+
+def make_trades(
+    instrument: Instrument, trades: list[tuple[int, str, str, datetime.datetime]]
+) -> list[Trade]:
+    """Trade rows of `instrument`, each (seq, price, quantity, executed_at), between two fresh
+    accounts' orders: rows only, without fills booked in the ledger, for what reads trades
+    (candles), not for ledger checks."""
+    buyer, seller = make_account(), make_account()
+
+    def order(account: Account, side: str) -> Order:
+        return Order.objects.create(
+            account=account,
+            instrument=instrument,
+            client_order_id=uuid.uuid4().hex,
+            side=side,
+            type=Order.Type.LIMIT,
+            time_in_force=Order.TimeInForce.GTC,
+            quantity=D("1"),
+            price=D("1"),
+            status=Order.Status.CANCELED,
+            maker_fee_rate=instrument.maker_fee_rate,
+            taker_fee_rate=instrument.taker_fee_rate,
+        )
+
+    maker, taker = order(seller, Order.Side.SELL), order(buyer, Order.Side.BUY)
+    return Trade.objects.bulk_create(
+        Trade(
+            instrument=instrument,
+            seq=seq,
+            maker_order=maker,
+            taker_order=taker,
+            buyer=buyer,
+            seller=seller,
+            price=D(price),
+            quantity=D(quantity),
+            quote_amount=D(price) * D(quantity),
+            aggressor_side=Order.Side.BUY,
+            executed_at=executed_at,
+        )
+        for seq, price, quantity, executed_at in trades
     )

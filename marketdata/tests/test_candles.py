@@ -4,14 +4,19 @@ the real database."""
 from __future__ import annotations
 
 import datetime
+import io
 import random
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marketdata import candle_store
 from marketdata.candles import INTERVALS, Bar, CandleBuilder, TradeIn, bucket_start
+from marketdata.models import Candle
 
 D = Decimal
 T0 = datetime.datetime(2026, 11, 27, 10, 0, 0, tzinfo=datetime.UTC)
@@ -194,3 +199,186 @@ def test_bars_agree_with_a_plain_grouping_when_time_only_goes_forward(trades):
             for start, group in sorted(groups.items())
         ]
         assert [(b.start, *ohlcv(b)) for b in bars if b.interval == interval] == expected
+
+
+# --- the store, the backfill and the endpoint, on the real database ------------------------
+
+CANDLES_URL = "/marketdata/api/candles/"
+
+
+def ms(seconds: float) -> int:
+    return int((at(seconds) - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)).total_seconds())
+
+
+def epoch_ms(seconds: float) -> int:
+    return ms(seconds) * 1000
+
+
+def stored(symbol: str) -> list[tuple]:
+    return sorted(
+        Candle.objects.filter(instrument__symbol=symbol).values_list(
+            "interval", "start", "open", "high", "low", "close", "volume", "quote_volume",
+            "trades", "last_trade_seq",
+        )
+    )  # fmt: skip
+
+
+@pytest.fixture
+def traded(make_instrument, make_trades):
+    """An instrument with the known trades in PostgreSQL."""
+    market = make_instrument()
+    make_trades(market, [(t.seq, str(t.price), str(t.quantity), t.executed_at) for t in KNOWN])
+    return market
+
+
+def test_the_model_has_the_builder_intervals():
+    assert [value for value, _ in Candle.Interval.choices] == list(INTERVALS)
+
+
+def test_backfill_and_the_endpoint_give_the_known_bars(traded, client):
+    out = io.StringIO()
+    call_command("candles_backfill", "--symbol", traded.symbol, stdout=out)
+    assert f"{traded.symbol}: 5 trades, 7 bars" in out.getvalue()  # 3 1s, 2 1m, 5m, 1h
+    response = client.get(CANDLES_URL, {"symbol": traded.symbol, "interval": "1s"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "symbol": traded.symbol,
+        "interval": "1s",
+        "candles": [
+            {"start": epoch_ms(0), "open": "100", "high": "101.5", "low": "99.75",
+             "close": "99.75", "volume": "6", "quote_volume": "600.75", "trades": 3},
+            {"start": epoch_ms(1), "open": "100.25", "high": "100.25", "low": "100.25",
+             "close": "100.25", "volume": "4", "quote_volume": "401", "trades": 1},
+            {"start": epoch_ms(61), "open": "102", "high": "102", "low": "102",
+             "close": "102", "volume": "1", "quote_volume": "102", "trades": 1},
+        ],
+    }  # fmt: skip
+    minutes = client.get(
+        CANDLES_URL,
+        {"symbol": traded.symbol, "interval": "1m", "from": "2026-11-27T10:00:30Z",
+         "to": str(epoch_ms(120))},
+    ).json()["candles"]  # fmt: skip
+    fields = ("start", "open", "high", "low", "close", "volume")
+    assert [tuple(c[f] for f in fields) for c in minutes] == [
+        (epoch_ms(0), "100", "101.5", "99.75", "100.25", "10"),
+        (epoch_ms(60), "102", "102", "102", "102", "1"),
+    ]
+
+
+def test_applying_trades_live_equals_the_backfill_and_twice_changes_nothing(traded):
+    candle_store.candles_apply(symbol=traded.symbol, trades=KNOWN[:2])
+    candle_store.candles_apply(symbol=traded.symbol, trades=KNOWN[1:4])
+    candle_store.candles_apply(symbol=traded.symbol, trades=[KNOWN[4]])
+    live = stored(traded.symbol)
+    again = candle_store.candles_apply(symbol=traded.symbol, trades=KNOWN)
+    assert (again.changed, again.closed, again.applied) == ([], [], 0)
+    assert stored(traded.symbol) == live
+    candle_store.candles_backfill(symbol=traded.symbol)
+    assert stored(traded.symbol) == live
+    assert len(live) == 7
+
+
+def test_backfill_since_keeps_earlier_bars_and_rebuilds_the_rest(make_instrument, make_trades):
+    market = make_instrument()
+    hour = 3600
+    rows = [(1, "10", "1", at(5)), (2, "11", "2", at(hour + 5)), (3, "12", "3", at(hour + 70))]
+    make_trades(market, rows)
+    candle_store.candles_backfill(symbol=market.symbol)
+    whole = stored(market.symbol)
+    Candle.objects.filter(instrument=market).update(volume=D("999"))
+    out = io.StringIO()
+    since = at(hour + 65).isoformat()
+    call_command("candles_backfill", "--symbol", market.symbol, "--since", since, stdout=out)
+    # From the start of the hour of --since every bar is rebuilt whole; those before are kept.
+    kept = [row for row in whole if row[1] < at(hour)]
+    assert len(kept) == 4
+    assert stored(market.symbol) == sorted(
+        [(*row[:6], D("999"), *row[7:]) for row in kept] + [row for row in whole if row not in kept]
+    )
+    assert f"{market.symbol}: 2 trades, 6 bars" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"interval": "1m"}, "invalid_symbol"),
+        ({"symbol": "NOPE", "interval": "1m"}, "invalid_symbol"),
+        ({"symbol": "S", "interval": "2m"}, "invalid_interval"),
+        ({"symbol": "S"}, "invalid_interval"),
+        ({"symbol": "S", "interval": "1m", "from": "yesterday"}, "invalid_time"),
+        ({"symbol": "S", "interval": "1m", "to": "1.5"}, "invalid_time"),
+        ({"symbol": "S", "interval": "1m", "from": "2026-11-27T10:05Z", "to": "2026-11-27T10:00Z"},
+         "invalid_range"),
+        ({"symbol": "S", "interval": "1s", "from": "2026-11-27T10:00", "to": "2026-11-27T10:16:41"},
+         "range_too_large"),  # 1,001 bars; no offset: UTC
+        ({"symbol": "S", "interval": "1m", "limit": "5"}, "unknown_parameter"),
+    ],
+)  # fmt: skip
+def test_bad_parameters_are_refused_with_a_code(traded, client, query, code):
+    if query.get("symbol") == "S":
+        query["symbol"] = traded.symbol
+    response = client.get(CANDLES_URL, query)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    if code == "range_too_large":
+        assert "at most 1000 bars per call" in response.json()["error"]["detail"]
+
+
+def test_a_range_of_exactly_1000_bars_is_served_and_the_default_is_the_latest(traded, client):
+    query = {
+        "symbol": traded.symbol,
+        "interval": "1s",
+        "from": str(epoch_ms(0)),
+        "to": str(epoch_ms(1000)),
+    }
+    assert client.get(CANDLES_URL, query).status_code == 200
+    candle_store.candles_backfill(symbol=traded.symbol)
+    assert len(client.get(CANDLES_URL, query).json()["candles"]) == 3
+    only_to = client.get(
+        CANDLES_URL, {"symbol": traded.symbol, "interval": "1s", "to": str(epoch_ms(61))}
+    )
+    assert [c["start"] for c in only_to.json()["candles"]] == [epoch_ms(0), epoch_ms(1)]
+
+
+def test_apply_and_backfill_refuse_an_unknown_symbol(db):
+    with pytest.raises(candle_store.UnknownSymbol):
+        candle_store.candles_apply(symbol="NOPE", trades=KNOWN)
+    with pytest.raises(CommandError, match="--symbol: no instrument 'NOPE'"):
+        call_command("candles_backfill", "--symbol", "NOPE")
+    with pytest.raises(CommandError, match="--since takes an ISO 8601 time"):
+        call_command("candles_backfill", "--since", "last tuesday")
+    assert not Candle.objects.exists()
+
+
+def test_the_endpoint_answers_any_query_with_bars_or_a_coded_400(traded, client):
+    values = st.one_of(
+        st.text(max_size=40),
+        st.sampled_from(["1s", "1m", "5m", "1h", "0", "-1", "9" * 15, "2026-11-27T10:00Z"]),
+    )
+    keys = st.sampled_from(["symbol", "interval", "from", "to", "x"])
+
+    @settings(max_examples=60, deadline=None)
+    @given(query=st.dictionaries(keys, values, max_size=5))
+    def read(query: dict[str, str]) -> None:  # read-only: one database for every example
+        query.setdefault("symbol", traded.symbol)
+        response = client.get(CANDLES_URL, query)
+        assert response.status_code in (200, 400), response.content
+        body = response.json()
+        assert "candles" in body if response.status_code == 200 else body["error"]["code"]
+
+    read()
+
+
+def test_candles_are_read_only_in_the_admin(traded, client):
+    candle_store.candles_backfill(symbol=traded.symbol)
+    boss = get_user_model().objects.create_superuser("candle-boss", password="x")  # noqa: S106
+    client.force_login(boss)
+    listing = client.get("/admin/marketdata/candle/", {"q": traded.symbol})
+    assert listing.status_code == 200
+    assert traded.symbol in listing.content.decode()
+    bar = Candle.objects.filter(instrument=traded).first()
+    assert bar is not None
+    assert client.get("/admin/marketdata/candle/add/").status_code == 403
+    deleting = client.post(f"/admin/marketdata/candle/{bar.pk}/delete/", {"post": "yes"})
+    assert deleting.status_code == 403
+    assert Candle.objects.filter(pk=bar.pk).exists()
