@@ -206,12 +206,9 @@ def test_bars_agree_with_a_plain_grouping_when_time_only_goes_forward(trades):
 CANDLES_URL = "/marketdata/api/candles/"
 
 
-def ms(seconds: float) -> int:
-    return int((at(seconds) - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)).total_seconds())
-
-
-def epoch_ms(seconds: float) -> int:
-    return ms(seconds) * 1000
+def epoch_ms(seconds: int) -> int:
+    """The epoch milliseconds of T0 + `seconds`."""
+    return int(at(seconds).timestamp()) * 1000
 
 
 def stored(symbol: str) -> list[tuple]:
@@ -382,3 +379,17 @@ def test_candles_are_read_only_in_the_admin(traded, client):
     deleting = client.post(f"/admin/marketdata/candle/{bar.pk}/delete/", {"post": "yes"})
     assert deleting.status_code == 403
     assert Candle.objects.filter(pk=bar.pk).exists()
+
+
+def test_without_a_range_the_latest_500_and_from_alone_the_first_500(make_instrument, client):
+    market = make_instrument()
+    trades = [trade(seq, "10", "1", seq) for seq in range(1, 602)]  # one 1s bar per second
+    changes = candle_store.candles_apply(symbol=market.symbol, trades=trades)
+    assert changes.applied == 601
+    query = {"symbol": market.symbol, "interval": "1s"}
+    latest = client.get(CANDLES_URL, query).json()["candles"]
+    assert [c["start"] for c in latest] == [epoch_ms(s) for s in range(102, 602)]
+    first = client.get(CANDLES_URL, query | {"from": str(epoch_ms(50))}).json()["candles"]
+    assert [c["start"] for c in first] == [epoch_ms(s) for s in range(50, 550)]
+    hour = client.get(CANDLES_URL, query | {"interval": "1h"}).json()["candles"]
+    assert [(c["volume"], c["trades"]) for c in hour] == [("601", 601)]
