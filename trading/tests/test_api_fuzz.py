@@ -149,6 +149,7 @@ def test_read_endpoints_never_fail_on_generated_input(fuzz_client):
         "/trading/api/trades/",
         "/trading/api/positions/",
         "/marketdata/api/tickers/",
+        "/marketdata/api/candles/",
     ]
 
     @FUZZ
