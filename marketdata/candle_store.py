@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -57,36 +57,16 @@ def trade_in(trade: Trade) -> TradeIn:
     )
 
 
+# The values a stored candle and a builder's bar share, by name (all of the bar's but its symbol).
+_BAR_VALUES = tuple(f.name for f in fields(Bar) if f.name != "symbol")
+
+
 def _bar(symbol: str, candle: Candle) -> Bar:
-    return Bar(
-        symbol=symbol,
-        interval=candle.interval,
-        start=candle.start,
-        open=candle.open,
-        high=candle.high,
-        low=candle.low,
-        close=candle.close,
-        volume=candle.volume,
-        quote_volume=candle.quote_volume,
-        trades=candle.trades,
-        last_trade_seq=candle.last_trade_seq,
-    )
+    return Bar(symbol=symbol, **{name: getattr(candle, name) for name in _BAR_VALUES})
 
 
 def _row(instrument: Instrument, bar: Bar) -> Candle:
-    return Candle(
-        instrument=instrument,
-        interval=bar.interval,
-        start=bar.start,
-        open=bar.open,
-        high=bar.high,
-        low=bar.low,
-        close=bar.close,
-        volume=bar.volume,
-        quote_volume=bar.quote_volume,
-        trades=bar.trades,
-        last_trade_seq=bar.last_trade_seq,
-    )
+    return Candle(instrument=instrument, **{name: getattr(bar, name) for name in _BAR_VALUES})
 
 
 def _save(instrument: Instrument, bars: list[Bar]) -> None:
