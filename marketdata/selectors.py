@@ -1,15 +1,22 @@
-"""Reads for market data: instruments the feed prices, and the latest ticker snapshots."""
+"""Reads for market data: instruments the feed prices, the latest ticker snapshots, and the
+public snapshots of a book and its trades."""
 
 from __future__ import annotations
 
+import datetime
 import json
+from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from marketdata import sql
 from marketdata.feed import Quote, SimulatedInstrument, quantum, to_ticks
 from marketdata.models import PriceModel
-from trading.models import Instrument
+from trading.models import BookState, Instrument, Order, Trade
 
 
 def active_instruments() -> list[Instrument]:
@@ -108,3 +115,62 @@ def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
         )
         snapshots[quote.symbol] = quote.as_data()
     return snapshots
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    """The matcher's committed book of one instrument: levels best first, each (price,
+    remaining quantity); `seq` the book state's `book_seq` (0 before the matcher first
+    touched the book), `updated_at` its time (None then)."""
+
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    seq: int
+    updated_at: datetime.datetime | None
+
+
+# What rests in the matcher's book (`trading.matching.books.Book.rebuild`): open orders with a
+# price, but not stop orders whose stop has not triggered yet (those wait outside the book).
+RESTING = Q(status__in=[Order.Status.NEW, Order.Status.PARTIALLY_FILLED], price__isnull=False) & (
+    Q(stop_price__isnull=True) | Q(triggered_at__isnull=False)
+)
+
+
+def book_snapshot(instrument: Instrument, *, depth: int) -> BookSnapshot:
+    """The top `depth` price levels per side of `instrument`'s book as the matcher last
+    committed it, and the book state's seq, read in one REPEATABLE READ transaction so they
+    agree. Inside a caller's transaction the reads share that transaction's snapshot instead."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute(sql.REPEATABLE_READ)
+        levels = (
+            Order.objects.filter(RESTING, instrument=instrument)
+            .values("price")
+            .annotate(remaining=Sum(F("quantity") - F("filled_quantity")))
+        )
+        sides = {
+            side: [
+                (row["price"], row["remaining"])
+                for row in levels.filter(side=side).order_by(order)[:depth]
+            ]
+            for side, order in ((Order.Side.BUY, "-price"), (Order.Side.SELL, "price"))
+        }
+        state = BookState.objects.filter(instrument=instrument).first()
+    return BookSnapshot(
+        bids=sides[Order.Side.BUY],
+        asks=sides[Order.Side.SELL],
+        seq=state.book_seq if state is not None else 0,
+        updated_at=state.updated_at if state is not None else None,
+    )
+
+
+def recent_trades(instrument: Instrument, *, limit: int) -> list[Trade]:
+    """The latest `limit` trades of `instrument`, newest first, with only their public fields
+    loaded (seq, price, quantity, aggressor side, executed_at)."""
+    return list(
+        Trade.objects.filter(instrument=instrument)
+        .order_by("-seq")
+        .only("seq", "price", "quantity", "aggressor_side", "executed_at")[:limit]
+    )

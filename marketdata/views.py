@@ -14,6 +14,8 @@ from django.views.decorators.cache import never_cache
 from marketdata import candle_store, selectors
 from marketdata.candles import INTERVALS, bucket_start
 from marketdata.models import Candle
+from trading.messages import book_snapshot_message, epoch_ms, public_trade_message
+from trading.models import Instrument
 from trading.units import plain
 from tredye.api import BadRequest, api_view, error_response
 
@@ -157,3 +159,89 @@ def _candle(bar: Candle) -> dict[str, object]:
         "quote_volume": plain(bar.quote_volume),
         "trades": bar.trades,
     }
+
+
+BOOK_PARAMETERS = {"symbol", "depth"}
+BOOK_DEPTH_DEFAULT = 20
+BOOK_DEPTH_MAX = 200
+TAPE_PARAMETERS = {"symbol", "limit"}
+TAPE_LIMIT_DEFAULT = 50
+TAPE_LIMIT_MAX = 500
+WHOLE_NUMBER = re.compile(r"[0-9]{1,4}", re.ASCII)
+
+
+@api_view(["GET"], login=False)
+@never_cache
+def book(request: HttpRequest) -> JsonResponse:
+    """A symbol's book as the matcher last committed it: `?symbol=&depth=`.
+
+    The price levels of the orders resting in the book (open, with a price, not a stop waiting
+    for its trigger), the remaining quantities summed per side and price, bids best (highest)
+    first, asks best (lowest) first, `depth` levels a side (20 by default, at most 200), as
+    [price, quantity] strings. `seq` is the book state's `book_seq` read in the same database
+    snapshot as the levels, `ts` that state's last update (epoch ms; null before the matcher
+    first touched the book). This is the matcher's committed book, read from PostgreSQL: the
+    stream's `book.SYMBOL` snapshot will come from the stream worker's state, and `seq` lets a
+    client line the two up.
+    """
+    instrument = _snapshot_instrument(request, BOOK_PARAMETERS)
+    depth = _count_parameter(request, "depth", BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX)
+    snapshot = selectors.book_snapshot(instrument, depth=depth)
+    updated = snapshot.updated_at
+    return JsonResponse(
+        book_snapshot_message(
+            symbol=instrument.symbol,
+            seq=snapshot.seq,
+            ts=epoch_ms(updated) if updated is not None else None,
+            bids=snapshot.bids,
+            asks=snapshot.asks,
+        )
+    )
+
+
+@api_view(["GET"], login=False)
+@never_cache
+def trades(request: HttpRequest) -> JsonResponse:
+    """A symbol's public tape: `?symbol=&limit=`, the latest trades newest first (50 by
+    default, at most 500), each with its trade seq, price, quantity, aggressor side and `ts`
+    (when it executed, epoch ms); never an account or an order."""
+    instrument = _snapshot_instrument(request, TAPE_PARAMETERS)
+    limit = _count_parameter(request, "limit", TAPE_LIMIT_DEFAULT, TAPE_LIMIT_MAX)
+    tape = [
+        public_trade_message(
+            seq=trade.seq,
+            price=trade.price,
+            quantity=trade.quantity,
+            aggressor=trade.aggressor_side,
+            executed_at=trade.executed_at,
+        )
+        for trade in selectors.recent_trades(instrument, limit=limit)
+    ]
+    return JsonResponse({"symbol": instrument.symbol, "trades": tape})
+
+
+def _snapshot_instrument(request: HttpRequest, allowed: set[str]) -> Instrument:
+    """The instrument `?symbol=` names; raises BadRequest (the candles endpoint's codes) for an
+    unknown parameter, a missing or an unknown symbol."""
+    unknown = sorted(set(request.GET) - allowed)
+    if unknown:
+        raise BadRequest(
+            "unknown_parameter",
+            f"unknown parameter {unknown[0][:30]!r}; use {', '.join(sorted(allowed))}",
+        )
+    symbol = request.GET.get("symbol", "")
+    if not symbol:
+        raise BadRequest("invalid_symbol", "symbol is required, e.g. ?symbol=AAPL")
+    try:
+        return candle_store.instrument_of(symbol)
+    except candle_store.UnknownSymbol as unknown_symbol:
+        raise BadRequest("invalid_symbol", str(unknown_symbol)) from None
+
+
+def _count_parameter(request: HttpRequest, name: str, default: int, most: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    if not WHOLE_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= most:
+        raise BadRequest(f"invalid_{name}", f"{name} must be a whole number from 1 to {most}")
+    return int(raw)

@@ -139,3 +139,42 @@ def account_fill_message(trade: Trade, *, account_id: int) -> dict[str, Any]:
         "executed_at": executed.isoformat(),
         "executed_at_ms": (executed - EPOCH) // MILLISECOND,
     }
+
+
+def epoch_ms(moment: datetime) -> int:
+    """An aware time in epoch milliseconds (exact, integer)."""
+    return (moment - EPOCH) // MILLISECOND
+
+
+def book_snapshot_message(
+    *,
+    symbol: str,
+    seq: int,
+    ts: int | None,
+    bids: Iterable[tuple[Decimal, Decimal]],
+    asks: Iterable[tuple[Decimal, Decimal]],
+) -> dict[str, Any]:
+    """A book's price levels as the book snapshot endpoint shows them: bids and asks already
+    ordered best first, each as [price, quantity] like `book_delta_message`'s; `seq` the book
+    state's `book_seq` and `ts` its time (epoch ms, None before the matcher touched the book)."""
+    return {
+        "symbol": symbol,
+        "seq": seq,
+        "ts": ts,
+        "bids": [[plain(p), plain(q)] for p, q in bids],
+        "asks": [[plain(p), plain(q)] for p, q in asks],
+    }
+
+
+def public_trade_message(
+    *, seq: int, price: Decimal, quantity: Decimal, aggressor: str, executed_at: datetime
+) -> dict[str, Any]:
+    """A trade as the public tape shows it: `trade_message`'s public fields (its names, `ts`
+    the time it executed in epoch ms), without orders or accounts."""
+    return {
+        "seq": seq,
+        "price": plain(price),
+        "quantity": plain(quantity),
+        "aggressor": aggressor,
+        "ts": epoch_ms(executed_at),
+    }
