@@ -150,6 +150,8 @@ def test_read_endpoints_never_fail_on_generated_input(fuzz_client):
         "/trading/api/positions/",
         "/marketdata/api/tickers/",
         "/marketdata/api/candles/",
+        "/marketdata/api/book/",
+        "/marketdata/api/trades/",
     ]
 
     @FUZZ
