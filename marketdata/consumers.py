@@ -25,7 +25,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from marketdata import selectors
+from marketdata import selectors, socket_metrics
 from marketdata.channels import STATUS_GROUP, UnknownChannel, group_name, parse
 from tredye.client_ip import scope_client_ip
 
@@ -168,8 +168,23 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.channel_name: str | None = None
         self.has_channel = asyncio.Event()
         self.layer_up = False
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+        self.counted_open = False  # in the connected-sockets gauge (socket_metrics)
+        try:
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+        finally:
+            self._uncount()  # an error or a cancel may end a socket without `disconnect`
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        if not self.counted_open:
+            self.counted_open = True
+            socket_metrics.socket_opened()
+
+    def _uncount(self) -> None:
+        if self.counted_open:
+            self.counted_open = False
+            socket_metrics.socket_closed()
 
     async def _channel_receive(self) -> dict:
         await self.has_channel.wait()
@@ -228,6 +243,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        self._uncount()
         if hasattr(self, "heartbeat_task"):
             self.heartbeat_task.cancel()
         # A socket refused before `connect` set them up has neither.
@@ -574,9 +590,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.flush_handle = None
         if not self.pending:
             return
-        batch, self.pending = ",".join(self.pending.values()), {}
+        pending, self.pending = self.pending, {}
         self.last_sent = time.monotonic()
-        await self.send(text_data='{"batch":[' + batch + "]}")
+        await self.send(text_data='{"batch":[' + ",".join(pending.values()) + "]}")
+        socket_metrics.batch_sent(pending)
 
     async def _heartbeat(self) -> None:
         interval = settings.WS_HEARTBEAT_INTERVAL_S
@@ -607,3 +624,4 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _send_json(self, payload: dict) -> None:
         await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+        socket_metrics.control_sent(payload["op"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
 from django.db import close_old_connections
 from redis.exceptions import RedisError
@@ -16,8 +17,12 @@ from redis.exceptions import RedisError
 from marketdata.broadcast import Broadcaster
 from tredye import kafka
 from tredye.kafka import Envelope, EnvelopeError
+from tredye.metrics import STREAM_LAG, STREAM_LAST_EVENT_AGE, WS_CONFLATED_DROPS
 from tredye.status import platform_status
 from tredye.workers import KafkaWorker
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +35,29 @@ REDIS_RETRY_S = 1.0
 
 
 class Conflator:
-    """Latest message per channel since the last drain, each stamped with a per-channel seq."""
+    """Latest message per channel since the last drain, each stamped with a per-channel seq.
+
+    A message replaced by a newer one of its channel before it was sent counts as a conflated
+    drop (`tredye_ws_conflated_drops`, by the channel's kind).
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, dict] = {}
         self._seq: dict[str, int] = {}
+        self._drops: dict[str, Counter] = {}  # channel -> its kind's drop counter
 
     def add(self, channel: str, *, ts: int, data: dict) -> None:
         seq = self._seq.get(channel, 0) + 1
         self._seq[channel] = seq
+        if channel in self._pending:
+            self._dropped(channel)
         self._pending[channel] = {"ch": channel, "seq": seq, "ts": ts, "data": data}
+
+    def _dropped(self, channel: str) -> None:
+        counter = self._drops.get(channel)
+        if counter is None:
+            counter = self._drops[channel] = WS_CONFLATED_DROPS.labels(channel.partition(".")[0])
+        counter.inc()
 
     def drain(self) -> dict[str, dict]:
         pending, self._pending = self._pending, {}
@@ -48,7 +66,10 @@ class Conflator:
     def restore(self, drained: dict[str, dict]) -> None:
         """Put back what a failed flush drained, where nothing newer has arrived since."""
         for channel, message in drained.items():
-            self._pending.setdefault(channel, message)
+            if channel in self._pending:
+                self._dropped(channel)  # a newer one arrived meanwhile
+            else:
+                self._pending[channel] = message
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -97,6 +118,7 @@ class StreamWorker(KafkaWorker):
         self.conflator = Conflator()
         self.last_flush = 0.0
         self.last_tick_at: float | None = None
+        self.newest_event_ts: int | None = None  # epoch ms of the newest tick read
         self.last_status_at = 0.0
         self.status: dict = {}
         self.flushes = 0
@@ -111,8 +133,11 @@ class StreamWorker(KafkaWorker):
         return f"ticker.{envelope.key}", envelope.ts, validate_tick(envelope)
 
     def handle(self, items: list[tuple[str, int, dict[str, str]]]) -> None:
+        newest = self.newest_event_ts or 0
         for channel, ts, data in items:
             self.conflator.add(channel, ts=ts, data=data)
+            newest = max(newest, ts)
+        self.newest_event_ts = newest or None
         self.last_tick_at = time.monotonic()
 
     def tick(self, now: float) -> None:
@@ -170,6 +195,17 @@ class StreamWorker(KafkaWorker):
         self.redis_ok = True
         self.flushes += 1
         self.published += len(messages)
+
+    def _publish_report(self, now: float) -> None:
+        """The base report (tredye.status), and the same figures as metrics: lag (while
+        known) and the age of the newest tick read, by its own time."""
+        super()._publish_report(now)
+        topic = kafka.TICKS
+        if self.lag is not None:
+            STREAM_LAG.labels(topic).set(self.lag)
+        if self.newest_event_ts is not None:
+            age = max(0.0, time.time() - self.newest_event_ts / 1000)
+            STREAM_LAST_EVENT_AGE.labels(topic).set(age)
 
     def on_connection_change(self, connected: bool) -> None:
         self.report_status(time.monotonic())
