@@ -83,7 +83,9 @@ LATENCY_BUCKETS_S = (
 )
 
 # --- the WebSocket stream (/ws/stream/), counted by the web processes -----------------------
-# `kind`: the channel's kind (ticker, book, trades, candles, orders, balances, positions, status).
+# `kind`: a data message's channel kind (ticker, book, trades, candles, orders, balances,
+# positions) or a control message's op (welcome, status, heartbeat, error, pong, subscribed,
+# unsubscribed): a fixed, small set.
 WS_MESSAGE_LATENCY = Histogram(
     "tredye_ws_message_latency_seconds",
     "From an event's own time to its message being sent on a socket, in seconds.",
