@@ -161,12 +161,14 @@ class NoBroadcast:
 
 def test_the_stream_workers_report_sets_its_lag_and_last_event_age(isolated_stream):
     worker = StreamWorker(flush_interval_ms=16, stale_after_s=5, broadcaster=NoBroadcast())  # type: ignore[arg-type]
-    made = time.time_ns() // 1_000_000 - 2_000
+    # A day old: the gauge is the largest over the live processes, and a stream worker of
+    # another test may report its own (younger) age at the same time.
+    made = time.time_ns() // 1_000_000 - 86_400_000
     tick = {"symbol": "AAPL", "last": "1"}
-    worker.handle([("ticker.AAPL", made, tick), ("ticker.AAPL", made - 500, tick)])
-    worker.lag = 7
+    worker.handle([("ticker.AAPL", made, tick), ("ticker.AAPL", made - 500_000, tick)])
+    worker.lag = 10_000_007  # above any other live worker's (the gauge is their largest)
     worker._publish_report(time.monotonic())  # noqa: SLF001 - what its loop calls each second
     samples = scrape()
-    assert value(samples, "tredye_stream_lag_records", topic=kafka.TICKS) == 7
+    assert value(samples, "tredye_stream_lag_records", topic=kafka.TICKS) == 10_000_007
     age = value(samples, "tredye_stream_last_event_age_seconds", topic=kafka.TICKS)
-    assert 2 <= age < 10  # the newest tick's age, not the older one's
+    assert 86_400 <= age < 86_410  # the newest tick's age, not the older one's
