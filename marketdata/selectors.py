@@ -7,6 +7,7 @@ import datetime
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -16,6 +17,7 @@ from django.utils import timezone
 from marketdata import sql
 from marketdata.feed import Quote, SimulatedInstrument, quantum, to_ticks
 from marketdata.models import PriceModel
+from trading.messages import epoch_ms
 from trading.models import BookState, Instrument, Order, Trade
 
 
@@ -80,8 +82,16 @@ def ticker_snapshots(redis_client) -> dict[str, dict]:  # noqa: ANN001 - redis.R
     return snapshots
 
 
-def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
-    """Return symbol -> ticker data from the prices the feed last saved in PostgreSQL.
+class SavedTicker(NamedTuple):
+    """A ticker as the feed last saved it: its time (epoch ms, when the feed saved the price:
+    the age a client shows) and the data, shaped as the stream's `ticker` data."""
+
+    ts: int
+    data: dict[str, str]
+
+
+def ticker_snapshots_saved() -> dict[str, SavedTicker]:
+    """Return symbol -> the ticker from the prices the feed last saved in PostgreSQL.
 
     The fallback while Redis (and with it the live stream and its snapshot) is away: the feed
     saves each symbol's last price and session open every couple of seconds. Bid and ask are
@@ -113,7 +123,7 @@ def ticker_snapshots_saved() -> dict[str, dict[str, str]]:
             ask_size=size,
             open=(model.session_open or last_price).quantize(tick),
         )
-        snapshots[quote.symbol] = quote.as_data()
+        snapshots[quote.symbol] = SavedTicker(epoch_ms(model.updated_at), quote.as_data())
     return snapshots
 
 

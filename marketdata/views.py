@@ -1,7 +1,6 @@
 import datetime
 import logging
 import re
-import time
 
 import redis
 from django.conf import settings
@@ -33,7 +32,7 @@ def watchlist(request: HttpRequest) -> HttpResponse:
         client.close()
     except (redis.RedisError, OSError):
         logger.warning("watchlist: no snapshot cache; rendering the prices saved in PostgreSQL")
-        snapshots = selectors.ticker_snapshots_saved()
+        snapshots = {s: t.data for s, t in selectors.ticker_snapshots_saved().items()}
     rows = [{"instrument": i, "tick": snapshots.get(i.symbol, {})} for i in instruments]
     return render(
         request,
@@ -52,16 +51,17 @@ def tickers(request: HttpRequest) -> JsonResponse:
     """Every active instrument's latest prices from PostgreSQL, without Redis.
 
     What the page polls while the live stream is unavailable. Items have the shape of the
-    stream's batch items: `{"ch": "ticker.AAPL", "ts": ..., "data": {...}}`.
+    stream's batch items: `{"ch": "ticker.AAPL", "ts": ..., "data": {...}}`, `ts` the time the
+    feed saved that price (so a client shows its true age, not the time of the request).
     """
     try:
         snapshots = selectors.ticker_snapshots_saved()
     except DatabaseError:
         logger.warning("tickers: database unavailable", exc_info=True)
         return error_response("unavailable", "prices are unavailable", 503)
-    now_ms = time.time_ns() // 1_000_000
     messages = [
-        {"ch": f"ticker.{symbol}", "ts": now_ms, "data": data} for symbol, data in snapshots.items()
+        {"ch": f"ticker.{symbol}", "ts": saved.ts, "data": saved.data}
+        for symbol, saved in snapshots.items()
     ]
     return JsonResponse({"messages": messages, "source": "database"})
 

@@ -7,6 +7,7 @@ same port, as a Redis restart does: empty, and every client disconnected.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import re
 import shutil
@@ -246,6 +247,9 @@ def test_the_ticker_snapshot_endpoint_serves_saved_prices_without_redis(
     assert "no-cache" in response["Cache-Control"]
     [message] = response.json()["messages"]
     assert message["ch"] == "ticker.AAPL"
+    saved = PriceModel.objects.get(instrument__symbol="AAPL").updated_at
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    assert message["ts"] == (saved - epoch) // datetime.timedelta(milliseconds=1)  # not "now"
     data = message["data"]
     assert (data["last"], data["open"], data["change_pct"]) == ("210.00", "200.00", "5.00")
     assert Decimal(data["bid"]) < Decimal("210.00") < Decimal(data["ask"])
