@@ -85,12 +85,7 @@ def candles(request: HttpRequest) -> JsonResponse:
     before it. A range may span at most 1,000 bars. Times are epoch ms, numbers strings (never
     floats); only bars with trades exist, so a quiet stretch has none.
     """
-    unknown = sorted(set(request.GET) - CANDLE_PARAMETERS)
-    if unknown:
-        raise BadRequest(
-            "unknown_parameter",
-            f"unknown parameter {unknown[0][:30]!r}; use {', '.join(sorted(CANDLE_PARAMETERS))}",
-        )
+    _parameters_check(request, CANDLE_PARAMETERS)
     symbol = request.GET.get("symbol", "")
     if not symbol:
         raise BadRequest("invalid_symbol", "symbol is required, e.g. ?symbol=AAPL&interval=1m")
@@ -223,12 +218,7 @@ def trades(request: HttpRequest) -> JsonResponse:
 def _snapshot_instrument(request: HttpRequest, allowed: set[str]) -> Instrument:
     """The instrument `?symbol=` names; raises BadRequest (the candles endpoint's codes) for an
     unknown parameter, a missing or an unknown symbol."""
-    unknown = sorted(set(request.GET) - allowed)
-    if unknown:
-        raise BadRequest(
-            "unknown_parameter",
-            f"unknown parameter {unknown[0][:30]!r}; use {', '.join(sorted(allowed))}",
-        )
+    _parameters_check(request, allowed)
     symbol = request.GET.get("symbol", "")
     if not symbol:
         raise BadRequest("invalid_symbol", "symbol is required, e.g. ?symbol=AAPL")
@@ -245,3 +235,13 @@ def _count_parameter(request: HttpRequest, name: str, default: int, most: int) -
     if not WHOLE_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= most:
         raise BadRequest(f"invalid_{name}", f"{name} must be a whole number from 1 to {most}")
     return int(raw)
+
+
+def _parameters_check(request: HttpRequest, allowed: set[str]) -> None:
+    """Refuse a query parameter the endpoint does not take (400 `unknown_parameter`)."""
+    unknown = sorted(set(request.GET) - allowed)
+    if unknown:
+        raise BadRequest(
+            "unknown_parameter",
+            f"unknown parameter {unknown[0][:30]!r}; use {', '.join(sorted(allowed))}",
+        )
