@@ -222,6 +222,10 @@ def test_the_stream_worker_conflates_while_redis_is_down_and_republishes_when_it
             time.sleep(0.1)
         assert snapshot["ticker.AAPL"]["data"]["last"] == "139.00"
         assert snapshot["ticker.MSFT"]["data"]["last"] == "140.00"
+        # (the worker sets the flag just after the publish this test saw: give it a moment)
+        deadline = time.monotonic() + 2
+        while not worker.redis_ok and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert worker.redis_ok is True
     finally:
         worker.stop()
