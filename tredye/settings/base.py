@@ -4,6 +4,7 @@ Each setting has a working local default so a fresh checkout runs. `.env.example
 """
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,14 @@ DATABASE_POOL_OPTIONS = {
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = DATABASE_POOL_OPTIONS
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+# Web (daphne) processes `python -m tredye.serve` starts on one listening socket (the Procfile's
+# web line): one per CPU this process may use, by default. Each has a pool of its own, so the
+# web may hold WEB_PROCESSES x DATABASE_POOL_MAX_SIZE connections.
+_usable_cpus = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+WEB_PROCESSES = env.int("WEB_PROCESSES", default=_usable_cpus)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
