@@ -8,6 +8,13 @@
 // "redis": "down"), the client polls `fallback.url` (a JSON snapshot of {ch, ts, data} items,
 // served without Redis) every `fallback.intervalMs` and feeds it through the same path as
 // stream frames; its state is then "polling". A status without them stops the polling.
+//
+// `onMessages` gets at most one message per channel per animation frame (the latest): right
+// for the watchlist, wrong for chained channels whose every update matters. Such users (the
+// MarketStream of marketstream.js) pass `onRaw` instead, which sees every parsed message in
+// the order it arrived, and `onOpen`, called once a new socket has sent its subscriptions.
+// `subscribe(channels, {depth})` remembers the options per channel and sends them again on
+// reconnect; `resubscribe(channels)` asks for fresh snapshots of some channels only.
 
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
@@ -18,7 +25,9 @@ const BACKOFF_LIMITED_ATTEMPT = 5; // 500 ms * 2^5 > the cap: retry at the cap
 export class StreamClient {
   constructor({
     path = "/ws/stream/",
-    onMessages,
+    onMessages = null,
+    onRaw = null,
+    onOpen = null,
     onState,
     onStatus,
     staleAfterMs = 5000,
@@ -26,10 +35,13 @@ export class StreamClient {
   }) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
     this.onMessages = onMessages;
+    this.onRaw = onRaw;
+    this.onOpen = onOpen || (() => {});
     this.onState = onState || (() => {});
     this.onStatus = onStatus || (() => {});
     this.staleAfterMs = staleAfterMs;
     this.channels = new Set();
+    this.channelOptions = new Map(); // channel -> extra subscribe fields ({depth}), if any
     this.pending = new Map(); // channel -> latest message, applied on the next frame
     this.frameRequested = false;
     this.attempt = 0;
@@ -53,14 +65,37 @@ export class StreamClient {
     this.connect();
   }
 
-  subscribe(channels) {
-    channels.forEach((ch) => this.channels.add(ch));
-    this.send({ op: "subscribe", channels });
+  subscribe(channels, options = {}) {
+    for (const ch of channels) {
+      this.channels.add(ch);
+      if (Object.keys(options).length) this.channelOptions.set(ch, options);
+      else this.channelOptions.delete(ch);
+    }
+    this.send({ op: "subscribe", channels, ...options });
   }
 
   unsubscribe(channels) {
-    channels.forEach((ch) => this.channels.delete(ch));
+    for (const ch of channels) {
+      this.channels.delete(ch);
+      this.channelOptions.delete(ch);
+    }
     this.send({ op: "unsubscribe", channels });
+  }
+
+  resubscribe(channels = [...this.channels]) {
+    // The server answers a subscribe to a channel it already sends with a fresh snapshot.
+    // Options such as depth apply to every channel of a message, so one message per options.
+    const groups = new Map();
+    for (const ch of channels) {
+      if (!this.channels.has(ch)) continue;
+      const options = this.channelOptions.get(ch) || {};
+      const key = JSON.stringify(options);
+      if (!groups.has(key)) groups.set(key, { options, channels: [] });
+      groups.get(key).channels.push(ch);
+    }
+    for (const { options, channels: group } of groups.values()) {
+      this.send({ op: "subscribe", channels: group, ...options });
+    }
   }
 
   send(message) {
@@ -85,7 +120,8 @@ export class StreamClient {
       this.attempt = 0;
       this.lastHeard = performance.now();
       this.setState(this.connectedState());
-      if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
+      this.resubscribe();
+      this.onOpen();
     };
     socket.onmessage = (event) => this.receive(event.data);
     socket.onclose = (event) => {
@@ -113,7 +149,7 @@ export class StreamClient {
   resync() {
     // After a hidden tab or a long pause: fresh snapshots by subscribing again.
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
-      if (this.channels.size) this.send({ op: "subscribe", channels: [...this.channels] });
+      this.resubscribe();
     } else {
       this.attempt = 0;
       this.connect();
@@ -140,7 +176,19 @@ export class StreamClient {
       console.warn("stream: unreadable frame ignored");
       return;
     }
+    if (message === null || typeof message !== "object") {
+      console.warn("stream: a frame that is not an object ignored");
+      return;
+    }
+    if (this.onRaw) {
+      try {
+        this.onRaw(message);
+      } catch (error) {
+        console.error("stream: onRaw failed", error);
+      }
+    }
     if (Array.isArray(message.batch)) {
+      if (!this.onMessages) return;
       for (const item of message.batch) this.pending.set(item.ch, item);
       this.requestFrame();
       return;
@@ -223,7 +271,7 @@ export class StreamClient {
       this.frameRequested = false;
       const messages = [...this.pending.values()];
       this.pending.clear();
-      if (messages.length) this.onMessages(messages);
+      if (messages.length && this.onMessages) this.onMessages(messages);
     });
   }
 }
