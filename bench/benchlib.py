@@ -103,3 +103,52 @@ def bench_market(*, symbol: str, traders: int, base_amount: str = "0") -> tuple:
                 )
         accounts.append(account)
     return instrument, accounts
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc), in pid order."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def connections_by_pid(port: int, pids: list[int]) -> dict[int, int]:
+    """Established TCP connections to local `port` that each of `pids` holds (/proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # state 01: ESTABLISHED; the server's end has the port as its local one
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    counts = {}
+    for pid in pids:
+        held = 0
+        try:
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    held += os.readlink(f"/proc/{pid}/fd/{name}") in inodes
+                except OSError:
+                    continue
+        except OSError:
+            pass
+        counts[pid] = held
+    return counts
