@@ -80,6 +80,26 @@ def balance_list(*, account: Account, include_every_asset: bool = False) -> list
     return result
 
 
+def balances_of(account_ids: list[int]) -> dict[int, list[BalanceRow]]:
+    """Each account's balance in every asset it holds, by code, in one query (the streams')."""
+    rows: dict[int, list[BalanceRow]] = {account_id: [] for account_id in account_ids}
+    balances = (
+        Balance.objects.filter(account_id__in=account_ids)
+        .select_related("asset")
+        .order_by("account_id", "asset__code")
+    )
+    for balance in balances:
+        rows[balance.account_id].append(
+            BalanceRow(
+                asset=balance.asset,
+                available=_exact(balance.available, balance.asset),
+                held=_exact(balance.held, balance.asset),
+                pending=_exact(balance.pending, balance.asset),
+            )
+        )
+    return rows
+
+
 def balance_get(*, account: Account, asset: Asset) -> BalanceRow:
     """Return one balance (zero in each bucket when the account never held the asset)."""
     balance = Balance.objects.filter(account=account, asset=asset).first()

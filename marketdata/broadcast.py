@@ -1,26 +1,24 @@
-"""The one door from sync code to the channel layer (Redis), and to the snapshot cache.
+"""The stream worker's door to Redis, and the one shape of what goes through it.
 
-`async_to_sync(group_send)` would start a new event loop on every call, and the pub/sub
-layer keeps its Redis connections per event loop, so every call would reconnect and
-re-subscribe. Sync workers instead share one long-lived loop in a daemon thread.
+Every flush is ONE Redis PUBLISH on `channels.pubsub_channel()`, read by one subscription per
+web process (`marketdata.hub`), never by each socket. Its payload is lines: the first is the
+worker's send time (epoch seconds), each other `KEY TEXT`, where KEY is a channel key
+(`channels.py`) and TEXT the message's JSON, encoded once here and spliced unchanged into
+every socket's frame. In the same MULTI the snapshot of each public key is written to a Redis
+hash, so a web process that starts watching a channel reads a snapshot that the updates it
+receives next continue exactly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Coroutine
-from typing import Any
 
-import redis.asyncio as aioredis
-from channels.layers import get_channel_layer
+import redis
 from django.conf import settings
 
-from marketdata.channels import STATUS_GROUP, group_name
+from marketdata.channels import STATUS_KEY, pubsub_channel
 from marketdata.selectors import snapshot_key, status_key
 
 logger = logging.getLogger(__name__)
@@ -28,64 +26,57 @@ logger = logging.getLogger(__name__)
 STATUS_TTL_S = 5
 
 
+def flush_payload(messages: dict[str, str], *, at: float | None = None) -> str:
+    """The PUBLISH payload of one flush: key -> message text."""
+    lines = [repr(time.time() if at is None else at)]
+    lines += [f"{key} {text}" for key, text in messages.items()]
+    return "\n".join(lines)
+
+
+def payload_parse(payload: str) -> tuple[float, dict[str, str]]:
+    """(send time, key -> text) of a flush payload; ValueError when it is not one."""
+    first, _, rest = payload.partition("\n")
+    at = float(first)
+    messages = {}
+    for line in rest.split("\n") if rest else ():
+        key, space, text = line.partition(" ")
+        if not space or not key:
+            raise ValueError("a line of the flush is not KEY TEXT")
+        messages[key] = text
+    return at, messages
+
+
 class Broadcaster:
-    """Publish stream messages to channel-layer groups from synchronous code."""
+    """Publish flushes and the platform status from synchronous code (the stream worker)."""
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="broadcast", daemon=True
+        self._redis = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
         )
-        self._thread.start()
-        self._layer = get_channel_layer()
-        self._redis = self._call(self._connect())
+        self.channel = pubsub_channel()
 
-    async def _connect(self) -> aioredis.Redis:
-        return aioredis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-
-    def _call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 5.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def publish(self, messages: dict[str, dict]) -> None:
-        """Send each channel's message to its group (one send per group) and keep it as the
-        channel's snapshot.
-
-        Raises redis / OSError when Redis is unreachable; callers log and carry on.
-        """
-        self._call(self._publish(messages))
-
-    async def _publish(self, messages: dict[str, dict]) -> None:
-        # Each message is serialised to JSON once, here; sockets splice the text into frames.
-        texts = {c: json.dumps(m, separators=(",", ":")) for c, m in messages.items()}
-        sent_at = time.time()  # lets a socket that has fallen behind see it and conflate
-        groups: dict[str, dict[str, str]] = defaultdict(dict)
-        for channel, text in texts.items():
-            groups[group_name(channel)][channel] = text
-        await asyncio.gather(
-            *(
-                self._layer.group_send(
-                    group, {"type": "stream.batch", "messages": batch, "at": sent_at}
-                )
-                for group, batch in groups.items()
-            ),
-            self._redis.hset(snapshot_key(), mapping=texts),
-        )
+    def publish(self, messages: dict[str, str], snapshots: dict[str, str]) -> None:
+        """Send one flush to every web process and keep `snapshots` (key -> text) as the
+        public channels' snapshots, in one MULTI. Raises redis / OSError when Redis is
+        unreachable; the worker keeps what it could not send and retries."""
+        pipe = self._redis.pipeline(transaction=True)
+        if snapshots:
+            pipe.hset(snapshot_key(), mapping=dict(snapshots))  # type: ignore[arg-type]
+        pipe.publish(self.channel, flush_payload(messages))
+        pipe.execute()
 
     def publish_status(self, status: dict, *, changed: bool) -> None:
         """Keep the platform status where sockets read it (it expires unless refreshed, so a
         dead stream worker shows as down), and tell every socket at once when it `changed`."""
-        self._call(self._publish_status(status, changed))
-
-    async def _publish_status(self, status: dict, changed: bool) -> None:
-        await self._redis.set(status_key(), json.dumps(status), ex=STATUS_TTL_S)
+        text = json.dumps(status, separators=(",", ":"))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(status_key(), text, ex=STATUS_TTL_S)
         if changed:
-            await self._layer.group_send(STATUS_GROUP, {"type": "status.message", "status": status})
+            pipe.publish(self.channel, flush_payload({STATUS_KEY: text}))
+        pipe.execute()
 
     def close(self) -> None:
         try:
-            self._call(self._redis.aclose())
-            self._call(self._layer.flush())
+            self._redis.close()
         except Exception:  # noqa: BLE001 - closing after a failure must not mask it
             logger.debug("broadcaster close failed", exc_info=True)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)

@@ -102,6 +102,33 @@ def candles_apply(*, symbol: str, trades: Iterable[TradeIn]) -> Changes:
     return changes
 
 
+def forming_bars(instrument: Instrument) -> list[Bar]:
+    """The latest stored bar of each interval: what a builder carries on from."""
+    bars = []
+    for interval in INTERVALS:
+        latest = (
+            Candle.objects.filter(instrument=instrument, interval=interval)
+            .order_by("-start")
+            .first()
+        )
+        if latest is not None:
+            bars.append(_bar(instrument.symbol, latest))
+    return bars
+
+
+def candles_save(instrument: Instrument, bars: list[Bar]) -> None:
+    """Store bars a live builder made (seeded by `forming_bars`), overwriting their stored
+    selves; idempotent, like `candles_apply`, whose builder is the same."""
+    with transaction.atomic():
+        _save(instrument, bars)
+
+
+def day_bars(instrument: Instrument, *, since: datetime.datetime) -> list[Bar]:
+    """The one-minute bars of `instrument` that started at or after `since`, oldest first."""
+    candles = Candle.objects.filter(instrument=instrument, interval="1m", start__gte=since)
+    return [_bar(instrument.symbol, candle) for candle in candles.order_by("start")]
+
+
 @dataclass
 class Backfilled:
     symbol: str

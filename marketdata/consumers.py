@@ -1,8 +1,10 @@
 """`/ws/stream/`: the WebSocket protocol of docs/architecture.md §6.
 
-One socket per tab. Messages from the channel layer are conflated per channel (latest wins)
-and sent as `{"batch": [...]}` frames at most once per flush interval, so a slow client holds
-at most one pending message per subscribed channel, never an unbounded queue.
+One socket per tab. Its updates come from its process's hub (`marketdata.hub`): one Redis
+subscription per process, frames built once per set of subscriptions, at most one frame per
+flush of the stream worker, and a client that does not read gets fresh snapshots when it
+does, never a queue. This module is the socket's side: the protocol's messages, its limits,
+its heartbeat and what it says of the platform's state.
 """
 
 from __future__ import annotations
@@ -16,17 +18,25 @@ import time
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from accounts.selectors import account_for_user
 from marketdata import selectors, socket_metrics
-from marketdata.channels import STATUS_GROUP, UnknownChannel, group_name, parse
+from marketdata.channels import (
+    BOOK_DEPTHS,
+    DEFAULT_BOOK_DEPTH,
+    Channel,
+    ForbiddenChannel,
+    UnknownChannel,
+    parse,
+    private_key,
+)
+from marketdata.hub import REDIS_ERRORS, Hub, hub
 from tredye.client_ip import scope_client_ip
 
 logger = logging.getLogger(__name__)
@@ -38,24 +48,25 @@ CLOSE_TOO_MANY_SOCKETS = 4429  # as HTTP 429; the client backs off and polls mea
 MAX_CHANNELS_PER_MESSAGE = 256
 # A ping's id is echoed: a short string or a 64-bit integer.
 MAX_PING_ID_CHARS = 64
-# A stream message older than this means the process is behind: conflate for a while.
-BEHIND_AFTER_S = 0.05
-BEHIND_FLUSH_S = 0.1
 SYMBOLS_TTL_S = 10.0
-# While the channel layer's Redis is away, a socket tries to rejoin it this often; each try is
-# cut short after LAYER_TIMEOUT_S so an unanswering Redis cannot hold a socket.
-LAYER_RETRY_S = 1.0
+# A Redis call of a socket is cut short after this, so an unanswering Redis cannot hold it.
 LAYER_TIMEOUT_S = 2.0
-# After the layer is back, keep re-reading the status this long: the stream worker rewrites
+# After the stream is back, keep re-reading the status this long: the stream worker rewrites
 # its status key within a second of Redis returning, and the page should go live at once.
 SETTLE_S = 5.0
-REDIS_ERRORS = (OSError, TimeoutError, aioredis.RedisError)
+STATUS_RETRY_S = 1.0
 _symbols_cache: tuple[float, frozenset[str]] = (0.0, frozenset())
 
 
 @database_sync_to_async
 def _active_symbols() -> frozenset[str]:
     return frozenset(selectors.active_symbols())
+
+
+@database_sync_to_async
+def _account_id(user: Any) -> int | None:
+    account = account_for_user(user=user)
+    return account.pk if account is not None else None
 
 
 async def known_symbols() -> frozenset[str]:
@@ -68,7 +79,6 @@ async def known_symbols() -> frozenset[str]:
     return symbols
 
 
-_layer_reachable = {"up": True}  # as this process last saw it; for logging once
 _limits_applied = {"yes": True}  # socket limits, as this process last could count; ditto
 
 # Socket limits (WS_MAX_SOCKETS_PER_USER, WS_MAX_SOCKETS_PER_IP): a sorted set per user and per
@@ -93,23 +103,6 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-_fastest = {"offset": float("inf"), "seen": 0.0}
-
-
-def _lag(sent_at: float) -> float:
-    """How far this process is behind the stream, from the worker's send time.
-
-    Measured against the smallest send-to-receive offset seen here, so a clock difference
-    between the worker's host and this one cancels out; the baseline creeps up by 1 ms a
-    second so clock drift cannot leave it stale.
-    """
-    now = time.time()
-    offset = now - sent_at
-    baseline = _fastest["offset"] + (now - _fastest["seen"]) * 0.001
-    if offset <= baseline:
-        _fastest["offset"], _fastest["seen"] = offset, now
-        return 0.0
-    return offset - baseline
 
 
 def _refuse_constant(name: str) -> float:
@@ -120,12 +113,6 @@ def forget_symbols() -> None:
     """Drop the cached symbol set, so the next subscribe reads it afresh."""
     global _symbols_cache
     _symbols_cache = (0.0, frozenset())
-
-
-def layer_redis_url() -> str:
-    """The Redis URL of the default channel layer (CHANNEL_LAYER_REDIS_URL)."""
-    host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
-    return host if isinstance(host, str) else host["address"]
 
 
 class _OncePerMinute(logging.Filter):
@@ -151,29 +138,27 @@ logging.getLogger("channels_redis.pubsub").addFilter(_OncePerMinute())
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
-    """Subscribe, unsubscribe, ping/pong, batched frames, heartbeat and idle timeout.
+    """Subscribe, unsubscribe, ping/pong, frames from the hub, heartbeat and idle timeout.
 
-    The socket outlives its channel layer: with Redis away it is accepted all the same, says
-    `{"op": "status", "live": "down", ...}` so the page can fall back to polling, and joins
-    the layer (a channel, then its groups again) as soon as Redis answers.
+    The socket outlives Redis: with Redis away it is accepted all the same, says
+    `{"op": "status", "live": "down", ...}` so the page can fall back to polling, and the hub
+    brings every channel back (fresh snapshots) as soon as Redis answers.
     """
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001 - ASGI
-        # AsyncConsumer.__call__ asks the layer for a channel before the socket is even
-        # accepted; with Redis away that raised and the socket died with 1011. Here the socket
-        # starts without a channel and `_join_layer` gets one when it can.
+        # No channel layer: updates come from the process's hub, not a channel per socket.
         self.scope = scope
         self.base_send = send
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name: str | None = None
-        self.has_channel = asyncio.Event()
-        self.layer_up = False
+        self.channel_layer = None
+        self.channel_name = None
         self.counted_open = False  # in the connected-sockets gauge (socket_metrics)
+        self.hub: Hub | None = None
         try:
             with contextlib.suppress(StopConsumer):
-                await await_many_dispatch([receive, self._channel_receive], self.dispatch)
+                await await_many_dispatch([receive], self.dispatch)
         finally:
             self._uncount()  # an error or a cancel may end a socket without `disconnect`
+            await self._leave_hub()
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
@@ -186,27 +171,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.counted_open = False
             socket_metrics.socket_closed()
 
-    async def _channel_receive(self) -> dict:
-        await self.has_channel.wait()
-        return await self.channel_layer.receive(self.channel_name)
+    async def _leave_hub(self) -> None:
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            await hub.leave(self)
 
     async def connect(self) -> None:
-        self.subscriptions: set[str] = set()
-        self.pending: dict[str, str] = {}  # channel -> the JSON text of its latest message
-        self.flush_handle: asyncio.TimerHandle | None = None
-        self.last_sent = 0.0
-        self.flush_interval = settings.STREAM_FLUSH_INTERVAL_MS / 1000
+        self.subscriptions: dict[str, str] = {}  # channel name -> its key (channels.py)
         self.last_heard = time.monotonic()
-        self.redis = aioredis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
-        )
-        self.layer_redis = (
-            self.redis
-            if layer_redis_url() == settings.REDIS_URL
-            else aioredis.from_url(layer_redis_url(), socket_timeout=2, socket_connect_timeout=2)
-        )
-        self.rejoin_task: asyncio.Task | None = None
+        self.hub = hub()
+        self.redis = self.hub.redis  # the process's client: no connection of its own
+        self.status_task: asyncio.Task | None = None
         self.status: dict = {}
+        self.account_id: int | None = None
         self.socket_id = uuid.uuid4().hex
         self.socket_keys = self._socket_keys()
         await self.accept()
@@ -221,7 +198,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.socket_keys = []  # counted nowhere: nothing to release
             await self.close(code=CLOSE_TOO_MANY_SOCKETS)
             return
-        await self._join_layer()
+        self.hub.join(self)
+        await self.hub.wait_linked(LAYER_TIMEOUT_S)
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
         await self._send_json(
             {
@@ -234,9 +212,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict) -> None:
         # Channels' dispatch runs close_old_connections() through sync_to_async before every
-        # message: a thread hop serialised across every socket of the process, which at 20
-        # sockets already queued updates for seconds. This consumer reaches the database
-        # only through database_sync_to_async, which closes stale connections itself.
+        # message: a thread hop serialised across every socket of the process. This consumer
+        # reaches the database only through database_sync_to_async, which closes stale
+        # connections itself.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
@@ -246,24 +224,47 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._uncount()
         if hasattr(self, "heartbeat_task"):
             self.heartbeat_task.cancel()
-        # A socket refused before `connect` set them up has neither.
-        rejoin_task: asyncio.Task | None = getattr(self, "rejoin_task", None)
-        if rejoin_task is not None:
-            rejoin_task.cancel()
-        flush_handle: asyncio.TimerHandle | None = getattr(self, "flush_handle", None)
-        if flush_handle is not None:
-            flush_handle.cancel()
-        if self.channel_name is not None:
-            try:
-                for group in self._groups():
-                    await self.channel_layer.group_discard(group, self.channel_name)
-            except REDIS_ERRORS:
-                pass  # Redis away: its subscriptions went with it
+        status_task: asyncio.Task | None = getattr(self, "status_task", None)
+        if status_task is not None:
+            status_task.cancel()
+        await self._leave_hub()
         if hasattr(self, "redis"):
             await self._release()
-            await self.redis.aclose()
-            if self.layer_redis is not self.redis:
-                await self.layer_redis.aclose()
+
+    # -- what the hub calls ---------------------------------------------------------------
+    async def send_frame(self, frame: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": frame})
+
+    def buffered_bytes(self) -> int | None:
+        """Bytes waiting in this socket's send buffer, where the server lets us see them
+        (daphne's transport); None elsewhere (then frames are never skipped)."""
+        protocol = next(iter(getattr(self.base_send, "args", ())), None)
+        transport = getattr(protocol, "transport", None)
+        data = getattr(transport, "dataBuffer", None)
+        waiting = getattr(transport, "_tempDataLen", None)
+        if data is None or waiting is None:
+            return None
+        return len(data) - getattr(transport, "offset", 0) + waiting
+
+    async def on_status(self, status: dict) -> None:
+        await self._send_status(self._with_layer({"stream": "up", **status}))
+
+    async def on_link(self, up: bool) -> None:
+        if not up:
+            await self._send_status(self._with_layer(dict(self.status) or {"stream": "down"}))
+        elif self.status_task is None or self.status_task.done():
+            self.status_task = asyncio.create_task(self._settle())
+
+    async def _settle(self) -> None:
+        """Re-read the status until the stream worker says it is up again (it rewrites its
+        status within a second of Redis returning)."""
+        back_at = time.monotonic()
+        while True:
+            status = await self._current_status()
+            await self._send_status(status)
+            if status.get("stream") == "up" or time.monotonic() - back_at > SETTLE_S:
+                return
+            await asyncio.sleep(STATUS_RETRY_S)
 
     # -- sockets per user and per address ---------------------------------------------------
     def _socket_keys(self) -> list[tuple[str, int, str]]:
@@ -331,65 +332,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 async with asyncio.timeout(LAYER_TIMEOUT_S):
                     for key, _limit, _kind in self.socket_keys:
                         await self.redis.zrem(key, self.socket_id)
-
-    # -- the channel layer ------------------------------------------------------------------
-    def _groups(self) -> set[str]:
-        channels = getattr(self, "subscriptions", ())
-        return {STATUS_GROUP} | {group_name(channel) for channel in channels}
-
-    async def _join_layer(self) -> bool:
-        """Get a channel if this socket has none, and (re)join every group it belongs to.
-
-        A Redis restart loses the subscriptions behind groups joined while it was away, so
-        joining again is how a socket comes back; joining a group twice costs nothing.
-        Returns False, and starts retrying every LAYER_RETRY_S, when Redis cannot be reached.
-        """
-        try:
-            async with asyncio.timeout(LAYER_TIMEOUT_S):
-                # Ask Redis first: a failed new_channel() leaves a queue behind in the layer.
-                await self.layer_redis.ping()
-                if self.channel_name is None:
-                    self.channel_name = await self.channel_layer.new_channel()
-                    self.has_channel.set()
-                for group in self._groups():
-                    await self.channel_layer.group_add(group, self.channel_name)
-        except REDIS_ERRORS as error:
-            self._layer_lost(error)
-            return False
-        self.layer_up = True
-        if not _layer_reachable["up"]:
-            _layer_reachable["up"] = True
-            logger.info("stream sockets: channel layer back; sockets rejoin their groups")
-        return True
-
-    def _layer_lost(self, error: BaseException | None = None) -> None:
-        self.layer_up = False
-        if _layer_reachable["up"]:
-            _layer_reachable["up"] = False  # one line per process, not one per socket
-            logger.warning(
-                "stream sockets: channel layer unreachable (%s); sockets stay open, say "
-                "live: down and retry every %.0f s",
-                error or "Redis unreachable",
-                LAYER_RETRY_S,
-            )
-        self._rejoin_later()
-
-    def _rejoin_later(self) -> None:
-        if self.rejoin_task is None or self.rejoin_task.done():
-            self.rejoin_task = asyncio.create_task(self._rejoin())
-
-    async def _rejoin(self) -> None:
-        """Retry the layer until it answers, then re-read the status until it is all up."""
-        back_at = None
-        while True:
-            await asyncio.sleep(LAYER_RETRY_S)
-            if not self.layer_up and not await self._join_layer():
-                continue
-            back_at = back_at or time.monotonic()
-            status = await self._current_status()
-            await self._send_status(status)
-            if status.get("stream") == "up" or time.monotonic() - back_at > SETTLE_S:
-                return
 
     # -- client -> server -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -460,35 +402,57 @@ class StreamConsumer(AsyncWebsocketConsumer):
         channels = self._channel_list(message, allow_empty=False)
         if isinstance(channels, str):
             return await self._error("bad_request", channels)
+        depth = message.get("depth", DEFAULT_BOOK_DEPTH)
+        if type(depth) is not int or depth not in BOOK_DEPTHS:
+            return await self._error(
+                "bad_request", f"depth must be one of {', '.join(map(str, BOOK_DEPTHS))}"
+            )
         symbols = await known_symbols()
+        keys: dict[str, int | None] = {}
         accepted = []
         for channel in channels:
+            shown = channel[:64] if isinstance(channel, str) else f"<{type(channel).__name__}>"
             try:
-                kind, symbol = parse(channel)
-                if channel != f"{kind}.{symbol}":  # parse's `$` lets a trailing newline by
-                    raise UnknownChannel(f"unknown channel {channel[:64]!r}")
-                if symbol not in symbols:
-                    raise UnknownChannel(f"unknown symbol in {channel!r}")
+                parsed = parse(channel)
+                if parsed.symbol is not None and parsed.symbol not in symbols:
+                    raise UnknownChannel(f"unknown symbol in {shown!r}")
+                key = await self._key(parsed)
+            except ForbiddenChannel as error:
+                await self._error("forbidden", str(error), channel=shown)
+                continue
             except UnknownChannel as error:
-                shown = channel[:64] if isinstance(channel, str) else f"<{type(channel).__name__}>"
                 await self._error("unknown_channel", str(error), channel=shown)
                 continue
-            if channel in self.subscriptions:
-                accepted.append(channel)
-                continue
-            if len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
+            if channel not in self.subscriptions and (
+                len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS
+            ):
                 await self._error(
                     "too_many_subscriptions",
                     f"at most {settings.WS_MAX_SUBSCRIPTIONS} channels per socket",
                     channel=channel,
                 )
                 continue
-            self.subscriptions.add(channel)
-            await self._group_add(group_name(channel))
+            self.subscriptions[channel] = key
+            keys[key] = depth if parsed.kind == "book" else None
             accepted.append(channel)
         if accepted:
             await self._send_json({"op": "subscribed", "channels": accepted})
-            await self._send_snapshots(accepted)
+            if self.hub is not None:
+                await self.hub.subscribe(self, keys)
+
+    async def _key(self, channel: Channel) -> str:
+        """The key a channel's messages travel under for this socket: its own account's, for
+        a private channel (an anonymous socket has none: ForbiddenChannel)."""
+        if not channel.private:
+            return channel.name
+        if self.account_id is None:
+            user = self.scope.get("user")
+            if user is None or not user.is_authenticated:
+                raise ForbiddenChannel(f"{channel.name!r} needs a signed-in user")
+            self.account_id = await _account_id(user)
+            if self.account_id is None:
+                raise ForbiddenChannel(f"{channel.name!r}: this user has no trading account")
+        return private_key(channel.kind, self.account_id)
 
     async def _unsubscribe(self, message: dict) -> None:
         channels = self._channel_list(message, allow_empty=True)
@@ -496,104 +460,41 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return await self._error("bad_request", channels)
         if not all(isinstance(channel, str) for channel in channels):
             return await self._error("bad_request", "channel names are strings")
-        removed = []
-        for channel in channels:
-            if isinstance(channel, str) and channel in self.subscriptions:
-                self.subscriptions.discard(channel)
-                self.pending.pop(channel, None)
-                removed.append(channel)
-                group = group_name(channel)
-                if self.channel_name is not None and not any(
-                    group_name(other) == group for other in self.subscriptions
-                ):
-                    # With Redis away nothing is delivered to the group anyway.
-                    with contextlib.suppress(*REDIS_ERRORS):
-                        await self.channel_layer.group_discard(group, self.channel_name)
+        removed = [channel for channel in channels if channel in self.subscriptions]
+        keys = [self.subscriptions.pop(channel) for channel in removed]
+        if keys and self.hub is not None:
+            self.hub.unsubscribe(self, keys)
         await self._send_json({"op": "unsubscribed", "channels": removed})
 
-    async def _group_add(self, group: str) -> None:
-        """Join a group now, or when the layer is back (`_join_layer` joins every group)."""
-        if not self.layer_up:
-            return
+    async def _current_status(self) -> dict:
+        """The platform status for the client; `live: down` while this process has no
+        subscription to the stream, so updates cannot reach it and the page should poll."""
         try:
             async with asyncio.timeout(LAYER_TIMEOUT_S):
-                await self.channel_layer.group_add(group, self.channel_name)
-        except REDIS_ERRORS as error:
-            self._layer_lost(error)
-            await self._send_status(await self._current_status())
-
-    async def _send_snapshots(self, channels: list[str]) -> None:
-        """Start each new subscription with the latest message the stream worker kept."""
-        try:
-            raw = await self.redis.hmget(selectors.snapshot_key(), channels)
-        except (OSError, aioredis.RedisError):
-            return  # no snapshot cache: live updates still arrive
-        for channel, message in zip(channels, raw, strict=True):
-            if message is not None:
-                self.pending[channel] = message.decode() if isinstance(message, bytes) else message
-        if self.pending:
-            await self._flush_or_schedule()
-
-    async def _current_status(self) -> dict:
-        """The platform status for the client; `live: down` when this socket has no channel
-        layer, so updates cannot reach it and the page should poll instead."""
-        try:
-            raw = await self.redis.get(selectors.status_key())
+                raw = await self.redis.get(selectors.status_key())
         except REDIS_ERRORS:
             status = {"stream": "down", "redis": "down"}
-            if self.layer_redis is self.redis and self.layer_up:
-                self._layer_lost()  # the same Redis: the layer went with it
         else:
             # No status key: no stream worker has reported lately.
             status = {"stream": "up", **json.loads(raw)} if raw is not None else {"stream": "down"}
         return self._with_layer(status)
 
     def _with_layer(self, status: dict) -> dict:
-        return status if self.layer_up else {**status, "live": "down"}
-
-    # -- channel layer -> client ------------------------------------------------------------
-    async def stream_batch(self, event: dict) -> None:
-        """Updates from the stream worker: `messages` maps channel -> message as JSON text."""
-        subscriptions = self.subscriptions
-        for channel, text in event["messages"].items():
-            if channel in subscriptions:
-                self.pending[channel] = text  # latest wins: bounded by the subscriptions
-        if self.pending:
-            behind = "at" in event and _lag(event["at"]) > BEHIND_AFTER_S
-            await self._flush_or_schedule(at_least=BEHIND_FLUSH_S if behind else 0.0)
-
-    async def status_message(self, event: dict) -> None:
-        await self._send_status(self._with_layer({"stream": "up", **event["status"]}))
+        live = self.hub is not None and self.hub.connected
+        return (
+            {k: v for k, v in status.items() if k != "live"}
+            if live
+            else {
+                **status,
+                "live": "down",
+            }
+        )
 
     async def _send_status(self, status: dict) -> None:
         """Tell the client how the platform is doing, when that differs from what it knows."""
         if status != self.status:
             self.status = status
             await self._send_json({"op": "status", **status})
-
-    async def _flush_or_schedule(self, at_least: float = 0.0) -> None:
-        """Send pending updates now if the last frame is a flush interval old, else later.
-
-        `at_least` delays the frame when this process has fallen behind the stream: the
-        backlog then merges into one frame of the latest values instead of one frame each.
-        """
-        if self.flush_handle is not None:
-            return  # a flush is already due; it will carry these too
-        delay = max(self.last_sent + self.flush_interval - time.monotonic(), at_least)
-        if delay <= 0:
-            await self._flush()  # the usual case: no timer, no task
-        else:
-            loop = asyncio.get_running_loop()
-            self.flush_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._flush()))
-
-    async def _flush(self) -> None:
-        self.flush_handle = None
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, {}
-        self.last_sent = time.monotonic()
-        await self.send(text_data='{"batch":[' + ",".join(pending.values()) + "]}")
-        socket_metrics.batch_sent(pending)
 
     async def _heartbeat(self) -> None:
         interval = settings.WS_HEARTBEAT_INTERVAL_S
@@ -607,17 +508,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self._renew()
             # A stream worker that stopped reporting has let its status expire, or Redis has
             # gone: say so.
-            if self.layer_up and self.layer_redis is not self.redis:
-                await self._check_layer()
             await self._send_status(await self._current_status())
-
-    async def _check_layer(self) -> None:
-        """Notice a channel-layer Redis (apart from REDIS_URL) that has gone away."""
-        try:
-            async with asyncio.timeout(LAYER_TIMEOUT_S):
-                await self.layer_redis.ping()
-        except REDIS_ERRORS as error:
-            self._layer_lost(error)
 
     async def _error(self, code: str, detail: str, **extra: object) -> None:
         await self._send_json({"op": "error", "code": code, "detail": detail, **extra})

@@ -1,5 +1,7 @@
-"""Reads for market data: instruments the feed prices, the latest ticker snapshots, and the
-public snapshots of a book and its trades."""
+"""Reads for market data: instruments the feed prices, the latest ticker snapshots, the
+public snapshots of a book and its trades, and what the stream worker and the sockets start
+their channels from (a book with its delta number, trades, a day of bars, an account's open
+orders, balances and positions)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from marketdata import sql
 from marketdata.feed import Quote, SimulatedInstrument, quantum, to_ticks
 from marketdata.models import PriceModel
 from trading.messages import epoch_ms
-from trading.models import BookState, Instrument, Order, Trade
+from trading.models import BookState, Instrument, Order, Position, StreamSequence, Trade
+from tredye import kafka
 
 
 def active_instruments() -> list[Instrument]:
@@ -130,8 +133,9 @@ def ticker_snapshots_saved() -> dict[str, SavedTicker]:
 @dataclass(frozen=True)
 class BookSnapshot:
     """The matcher's committed book of one instrument: levels best first, each (price,
-    remaining quantity); `seq` the book state's `book_seq` (0 before the matcher first
-    touched the book), `updated_at` its time (None then)."""
+    remaining quantity); `seq` the number of the last delta the matcher published for the book
+    (its `book` topic stream, 0 before the first), so a stream's updates continue from it;
+    `updated_at` the book state's time (None before the matcher first touched the book)."""
 
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
@@ -146,32 +150,47 @@ RESTING = Q(status__in=[Order.Status.NEW, Order.Status.PARTIALLY_FILLED], price_
 )
 
 
-def book_snapshot(instrument: Instrument, *, depth: int) -> BookSnapshot:
-    """The top `depth` price levels per side of `instrument`'s book as the matcher last
-    committed it, and the book state's seq, read in one REPEATABLE READ transaction so they
-    agree. Inside a caller's transaction the reads share that transaction's snapshot instead."""
+def _repeatable_read() -> transaction.Atomic:
+    """A transaction whose reads share one snapshot (inside a caller's transaction: its own)."""
     outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute(sql.REPEATABLE_READ)
+    atomic = transaction.atomic()
+    atomic.__enter__()
+    if outermost:
+        with connection.cursor() as cursor:
+            cursor.execute(sql.REPEATABLE_READ)
+    return atomic
+
+
+def _stream_seq(topic: str, key: str) -> int:
+    row = StreamSequence.objects.filter(topic=topic, key=key).values_list("seq", flat=True).first()
+    return row or 0
+
+
+def book_snapshot(instrument: Instrument, *, depth: int | None) -> BookSnapshot:
+    """The top `depth` price levels per side (every level with None) of `instrument`'s book as
+    the matcher last committed it, and the number of its last delta, read in one REPEATABLE
+    READ transaction so they agree."""
+    atomic = _repeatable_read()
+    try:
         levels = (
             Order.objects.filter(RESTING, instrument=instrument)
             .values("price")
             .annotate(remaining=Sum(F("quantity") - F("filled_quantity")))
         )
-        sides = {
-            side: [
-                (row["price"], row["remaining"])
-                for row in levels.filter(side=side).order_by(order)[:depth]
-            ]
-            for side, order in ((Order.Side.BUY, "-price"), (Order.Side.SELL, "price"))
-        }
+        sides = {}
+        for side, order in ((Order.Side.BUY, "-price"), (Order.Side.SELL, "price")):
+            rows = levels.filter(side=side).order_by(order)
+            if depth is not None:
+                rows = rows[:depth]
+            sides[side] = [(row["price"], row["remaining"]) for row in rows]
+        seq = _stream_seq(kafka.BOOK, instrument.symbol)
         state = BookState.objects.filter(instrument=instrument).first()
+    finally:
+        atomic.__exit__(None, None, None)
     return BookSnapshot(
         bids=sides[Order.Side.BUY],
         asks=sides[Order.Side.SELL],
-        seq=state.book_seq if state is not None else 0,
+        seq=seq,
         updated_at=state.updated_at if state is not None else None,
     )
 
@@ -184,3 +203,49 @@ def recent_trades(instrument: Instrument, *, limit: int) -> list[Trade]:
         .order_by("-seq")
         .only("seq", "price", "quantity", "aggressor_side", "executed_at")[:limit]
     )
+
+
+def trades_after(instrument: Instrument, *, after_seq: int, before_seq: int) -> list[Trade]:
+    """The trades of `instrument` numbered between the two (exclusive), oldest first: what a
+    stream missed between the last trade it saw and the one that just arrived."""
+    return list(
+        Trade.objects.filter(instrument=instrument, seq__gt=after_seq, seq__lt=before_seq)
+        .order_by("seq")
+        .only("seq", "price", "quantity", "aggressor_side", "executed_at")
+    )
+
+
+@dataclass(frozen=True)
+class OrdersSnapshot:
+    """An account's open orders and the number of the last event the matcher published for
+    it (`account-events`), read in one snapshot so the events after it continue it."""
+
+    orders: list[Order]
+    seq: int
+
+
+def open_orders_snapshot(account_id: int) -> OrdersSnapshot:
+    atomic = _repeatable_read()
+    try:
+        orders = list(
+            Order.objects.filter(account_id=account_id, status__in=Order.OPEN_STATUSES)
+            .select_related("instrument")
+            .order_by("pk")
+        )
+        seq = _stream_seq(kafka.ACCOUNT_EVENTS, str(account_id))
+    finally:
+        atomic.__exit__(None, None, None)
+    return OrdersSnapshot(orders, seq)
+
+
+def account_positions(account_ids: list[int]) -> dict[int, list[Position]]:
+    """Each account's positions with their instruments, one query."""
+    rows: dict[int, list[Position]] = {account_id: [] for account_id in account_ids}
+    positions = (
+        Position.objects.filter(account_id__in=account_ids)
+        .select_related("instrument")
+        .order_by("account_id", "instrument__symbol")
+    )
+    for position in positions:
+        rows[position.account_id].append(position)
+    return rows

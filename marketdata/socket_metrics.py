@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tredye.metrics import (
@@ -47,13 +48,16 @@ def socket_closed() -> None:
     WS_CONNECTED_SOCKETS.dec()
 
 
-def batch_sent(pending: dict[str, str]) -> None:
-    """One batch frame sent: `pending` maps channel -> its message's JSON text."""
-    WS_FRAMES_SENT.inc()
+def batch_sent(texts: Iterable[tuple[str, str]], sockets: int = 1) -> None:
+    """One batch frame sent to each of `sockets` sockets: `texts` are its messages' (key,
+    JSON text). Frames and messages count once per socket; the latency from each message's
+    event time to now is observed once per frame built (sockets that share a frame get it
+    within the same loop pass)."""
+    WS_FRAMES_SENT.inc(sockets)
     now_ms = time.time() * 1000
-    for channel, text in pending.items():
-        messages, latency = _by_channel.get(channel) or _channel_children(channel)
-        messages.inc()
+    for key, text in texts:
+        messages, latency = _by_channel.get(key) or _channel_children(key)
+        messages.inc(sockets)
         match = _TS.search(text, 0, TS_WITHIN_CHARS)
         if match is not None:
             # Another host's clock may run ahead of this one: never a negative latency.

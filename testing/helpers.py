@@ -267,3 +267,65 @@ def tick(symbol: str, seq: int, last: Decimal) -> bytes:
         open=Decimal("100.00"),
     )
     return tick_record(quote, seq=seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream's flushes (what the stream worker publishes and every web process's hub reads)
+# ---------------------------------------------------------------------------------------------
+
+
+def _texts(messages: dict[str, dict | str]) -> dict[str, str]:
+    return {
+        key: message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
+        for key, message in messages.items()
+    }
+
+
+async def publish_flush(messages: dict[str, dict | str], *, redis_url: str | None = None) -> None:
+    """Publish one flush as the stream worker does (key -> message, or its JSON text)."""
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
+    from marketdata.broadcast import flush_payload
+    from marketdata.channels import pubsub_channel
+
+    client = aioredis.from_url(redis_url or settings.REDIS_URL)
+    try:
+        await client.publish(pubsub_channel(), flush_payload(_texts(messages)))
+    finally:
+        await client.aclose()
+
+
+class FlushReader:
+    """Read the stream worker's flushes from Redis, as a web process's hub does."""
+
+    def __init__(self) -> None:
+        import redis
+        from django.conf import settings
+
+        from marketdata.channels import pubsub_channel
+
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(pubsub_channel())
+
+    def collect(self, *, quiet_s: float, until: float | None = None) -> list[tuple[float, dict]]:
+        """Messages (each with its arrival time) until none comes for `quiet_s`; the
+        platform status, which travels the same way, is left out."""
+        from marketdata.broadcast import payload_parse
+        from marketdata.channels import STATUS_KEY
+
+        received = []
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s and (until is None or time.monotonic() < until):
+            message = self.pubsub.get_message(timeout=0.05)
+            if message is None or message["type"] != "message":
+                continue
+            last = time.monotonic()
+            _at, items = payload_parse(message["data"].decode())
+            received += [(last, json.loads(t)) for k, t in items.items() if k != STATUS_KEY]
+        return received
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from trading.models import Order, Trade
+from trading.models import Order, Position, Trade
 from trading.units import plain
 from tredye import kafka
 
@@ -177,4 +177,35 @@ def public_trade_message(
         "quantity": plain(quantity),
         "aggressor": aggressor,
         "ts": epoch_ms(executed_at),
+    }
+
+
+# What the public tape shows of a trade (`trade_message` without its orders; the `trades.*`
+# channel and the tape endpoint).
+PUBLIC_TRADE_FIELDS = ("seq", "price", "quantity", "aggressor", "ts")
+
+
+def public_trade_of(trade: Mapping[str, Any]) -> dict[str, Any]:
+    """A `trade_message` (as the trades topic carries it) as the public tape shows it."""
+    return {field: trade[field] for field in PUBLIC_TRADE_FIELDS}
+
+
+def position_message(position: Position) -> dict[str, Any]:
+    """A position as the positions endpoint and the `positions` channel show it (its
+    instrument loaded)."""
+    return {
+        "symbol": position.instrument.symbol,
+        "quantity": plain(position.quantity),
+        "average_cost": plain(position.average_cost),
+        "realized_pnl": plain(position.realized_pnl),
+    }
+
+
+def balance_message(*, asset: str, available: Decimal, held: Decimal, pending: Decimal) -> dict:
+    """One asset's balance as the `balances` channel shows it, at the asset's precision."""
+    return {
+        "asset": asset,
+        "available": f"{available:f}",
+        "held": f"{held:f}",
+        "pending": f"{pending:f}",
     }

@@ -22,8 +22,7 @@ from accounts.models import Account
 from accounts.selectors import account_for_user
 from trading import selectors, services
 from trading.exceptions import TradingError
-from trading.messages import account_fill_message, order_message
-from trading.units import plain
+from trading.messages import account_fill_message, order_message, position_message
 from tredye import ratelimit
 from tredye.api import (
     AuthenticatedHttpRequest,
@@ -204,16 +203,4 @@ def trades(request: HttpRequest, account: Account) -> JsonResponse:
 @trader_view("GET")
 def positions(request: HttpRequest, account: Account) -> JsonResponse:
     rows = selectors.position_list(account=account)
-    return JsonResponse(
-        {
-            "positions": [
-                {
-                    "symbol": position.instrument.symbol,
-                    "quantity": plain(position.quantity),
-                    "average_cost": plain(position.average_cost),
-                    "realized_pnl": plain(position.realized_pnl),
-                }
-                for position in rows
-            ]
-        }
-    )
+    return JsonResponse({"positions": [position_message(position) for position in rows]})

@@ -1,16 +1,15 @@
-"""`/ws/stream/` through WebsocketCommunicator, on the real Redis channel layer."""
+"""`/ws/stream/` through WebsocketCommunicator, with flushes published on the real Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from marketdata.channels import group_name
+from marketdata.channels import STATUS_KEY
+from testing.helpers import publish_flush
 from tredye.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,9 +46,7 @@ async def connect(headers=(ORIGIN,)) -> WebsocketCommunicator:
 async def send_tick(symbol: str, seq: int, last: str) -> None:
     channel = f"ticker.{symbol}"
     message = {"ch": channel, "seq": seq, "ts": 1, "data": {"symbol": symbol, "last": last}}
-    await get_channel_layer().group_send(
-        group_name(channel), {"type": "stream.batch", "messages": {channel: json.dumps(message)}}
-    )
+    await publish_flush({channel: message})
 
 
 async def receive_batches(communicator, quiet_s: float = 0.5) -> list[dict]:
@@ -60,7 +57,7 @@ async def receive_batches(communicator, quiet_s: float = 0.5) -> list[dict]:
     return frames
 
 
-async def test_subscribe_then_updates_arrive_in_batches_latest_wins(isolated, instruments):
+async def test_subscribe_then_updates_arrive_in_batches_in_order_latest_last(isolated, instruments):
     await instruments()
     communicator = await connect()
     await communicator.send_json_to({"op": "subscribe", "channels": ["ticker.AAPL"]})
@@ -68,15 +65,14 @@ async def test_subscribe_then_updates_arrive_in_batches_latest_wins(isolated, in
         "op": "subscribed",
         "channels": ["ticker.AAPL"],
     }
-    await asyncio.sleep(0.2)  # the layer's subscription to Redis settles
     for seq in range(1, 51):
         await send_tick("AAPL", seq, f"100.{seq:02d}")
     frames = await receive_batches(communicator)
     assert frames
     assert all(set(frame) == {"batch"} for frame in frames)
     messages = [m for frame in frames for m in frame["batch"]]
-    assert len(frames) < 50  # conflated, not one frame per update
-    assert all(len(frame["batch"]) == 1 for frame in frames)  # one message per channel
+    assert len(frames) <= 50  # never more than one frame per flush (flushes that wait merge)
+    assert all(len(frame["batch"]) == 1 for frame in frames)  # latest wins within a frame
     assert messages[-1]["data"]["last"] == "100.50"
     assert [m["seq"] for m in messages] == sorted(m["seq"] for m in messages)
     await communicator.disconnect()
@@ -207,13 +203,8 @@ async def test_server_heartbeats_and_closes_an_idle_socket(isolated):
 
 
 async def test_status_changes_reach_every_socket(isolated):
-    from marketdata.channels import STATUS_GROUP
-
     communicator = await connect()
-    await asyncio.sleep(0.2)
-    await get_channel_layer().group_send(
-        STATUS_GROUP, {"type": "status.message", "status": {"kafka": "down", "feed": "stale"}}
-    )
+    await publish_flush({STATUS_KEY: {"kafka": "down", "feed": "stale"}})
     assert await communicator.receive_json_from() == {
         "op": "status",
         "stream": "up",
@@ -254,38 +245,3 @@ async def test_a_socket_is_told_when_the_stream_worker_stops_reporting(isolated)
     assert {"op": "status", "stream": "down"} in frames
     await communicator.disconnect()
     await client.aclose()
-
-
-async def test_a_socket_that_falls_behind_conflates_its_backlog_into_few_frames(
-    isolated, instruments
-):
-    import time
-
-    await instruments()
-    communicator = await connect()
-    await communicator.send_json_to({"op": "subscribe", "channels": ["ticker.AAPL"]})
-    await communicator.receive_json_from()
-    await asyncio.sleep(0.2)
-    layer = get_channel_layer()
-    group = group_name("ticker.AAPL")
-
-    def update(seq: int, sent_at: float) -> dict:
-        message = {"ch": "ticker.AAPL", "seq": seq, "ts": 1, "data": {"last": f"{seq}.00"}}
-        return {
-            "type": "stream.batch",
-            "messages": {"ticker.AAPL": json.dumps(message)},
-            "at": sent_at,
-        }
-
-    # a fresh message sets this process's baseline; then messages a second late keep
-    # arriving, 20 ms apart: each alone would be worth a frame of its own
-    await layer.group_send(group, update(1, time.time()))
-    await receive_batches(communicator, quiet_s=0.3)
-    for seq in range(2, 52):
-        await layer.group_send(group, update(seq, time.time() - 1.0))
-        await asyncio.sleep(0.02)
-    frames = await receive_batches(communicator, quiet_s=0.5)
-    messages = [m for frame in frames for m in frame["batch"]]
-    assert len(frames) <= 20  # about one frame per 100 ms, not 50
-    assert messages[-1]["data"]["last"] == "51.00"  # and the latest value wins
-    await communicator.disconnect()

@@ -24,10 +24,9 @@ from channels.testing import WebsocketCommunicator
 from playwright.sync_api import expect
 from redis.exceptions import RedisError
 
-from marketdata.channels import group_name
 from marketdata.selectors import snapshot_key
 from marketdata.stream import StreamWorker
-from testing.helpers import daphne_command, manage, wait_for_http
+from testing.helpers import daphne_command, manage, publish_flush, wait_for_http
 from tredye import kafka
 from tredye.asgi import application
 from tredye.devbroker import free_port, wait_for_port
@@ -75,12 +74,8 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def on_private_redis(settings, private_redis):
-    """This process's sockets, snapshots and channel layer on the private Redis."""
+    """This process's sockets, snapshots and stream subscription on the private Redis."""
     settings.REDIS_URL = private_redis.url
-    settings.CHANNEL_LAYERS = {
-        name: {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [private_redis.url]}}
-        for name, layer in settings.CHANNEL_LAYERS.items()
-    }
     settings.WS_HEARTBEAT_INTERVAL_S = 0.3
     return private_redis
 
@@ -101,32 +96,20 @@ def is_status(frame: dict) -> bool:
 
 
 @pytest.fixture
-async def sender(on_private_redis, settings):
-    """A channel layer of its own to publish with, as the stream worker's process has.
-
-    Not this process's layer: channels-redis publishes and subscribes through one connection
-    pool, and after a Redis restart a publish in the process that also subscribes can go out
-    on the subscriber's connection and be lost (seen with redis-py 8.1). Daphne never
-    publishes, so this is what production does.
-    """
-    from channels_redis.pubsub import RedisPubSubChannelLayer
-
-    layer = RedisPubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
-    yield layer
-    with contextlib.suppress(OSError, RedisError):
-        await layer.flush()
+def sender(on_private_redis) -> str:
+    """Where the stream worker's process publishes: the private Redis, through a connection
+    of its own (as the worker's own process has)."""
+    return on_private_redis.url
 
 
-async def send_tick(layer, symbol: str, last: str) -> None:
+async def send_tick(redis_url: str, symbol: str, last: str) -> None:
     channel = f"ticker.{symbol}"
     message = {"ch": channel, "seq": 1, "ts": 1, "data": {"symbol": symbol, "last": last}}
-    await layer.group_send(
-        group_name(channel), {"type": "stream.batch", "messages": {channel: json.dumps(message)}}
-    )
+    await publish_flush({channel: message}, redis_url=redis_url)
 
 
 async def receive_price(communicator, sender, price: str, timeout_s: float = 10.0) -> None:
-    """Keep sending `price` through the channel layer until the socket delivers it."""
+    """Keep publishing `price` until the socket delivers it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         # the sender's own connection may still be coming back
@@ -169,7 +152,7 @@ async def test_a_socket_opened_while_redis_is_down_gets_a_status_not_1011_and_go
     assert (await receive_until(communicator, lambda f: f.get("op") == "pong"))["id"] == 7
     # when Redis comes back (empty, on the same port)
     on_private_redis.start()
-    # then the socket says so, and joins the groups it subscribed to while Redis was down
+    # then the socket says so, and its process subscribes to the stream again
     status = await receive_until(communicator, lambda f: is_status(f) and "live" not in f)
     assert "redis" not in status
     await receive_price(communicator, sender, "101.00")
@@ -207,8 +190,11 @@ def test_the_stream_worker_conflates_while_redis_is_down_and_republishes_when_it
         while worker.consumed < 40:
             assert time.monotonic() < deadline, f"consumed only {worker.consumed}"
             time.sleep(0.05)
-        # then the worker keeps running and knows Redis is away
+        # then the worker keeps running and knows Redis is away (from its next flush)
         assert thread.is_alive()
+        deadline = time.monotonic() + 2
+        while worker.redis_ok and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert worker.redis_ok is False
         # and when Redis restarts empty, each symbol's latest price is published again
         on_private_redis.start()

@@ -1,4 +1,6 @@
-"""The stream worker on the real Kafka and Redis: conflation, flushing, poison, reconnects."""
+"""The stream worker on the real Kafka and Redis: conflation, flushing, poison, reconnects.
+
+Its flushes are read from Redis as every web process's hub reads them (`FlushReader`)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import time
 from decimal import Decimal
 
 import pytest
-from channels.layers import get_channel_layer
 from kafka import TopicPartition
 
-from marketdata.channels import group_name
 from marketdata.stream import Conflator, StreamWorker
-from testing.helpers import tick
+from testing.helpers import FlushReader, tick
 from tredye import kafka
+
+# The worker reads instruments, books and the platform's status from PostgreSQL.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_conflator_keeps_the_latest_message_per_channel_and_numbers_them():
@@ -24,7 +27,13 @@ def test_conflator_keeps_the_latest_message_per_channel_and_numbers_them():
         conflator.add("ticker.AAPL", ts=i, data={"last": str(i)})
     conflator.add("ticker.MSFT", ts=9, data={"last": "9"})
     drained = conflator.drain()
-    assert drained["ticker.AAPL"] == {"ch": "ticker.AAPL", "seq": 5, "ts": 4, "data": {"last": "4"}}
+    assert drained["ticker.AAPL"] == {
+        "ch": "ticker.AAPL",
+        "seq": 5,
+        "ts": 4,
+        "type": "snapshot",
+        "data": {"last": "4"},
+    }
     assert drained["ticker.MSFT"]["seq"] == 1
     assert conflator.drain() == {}
     conflator.add("ticker.AAPL", ts=10, data={"last": "10"})
@@ -57,28 +66,21 @@ class RunningWorker:
         assert not self.thread.is_alive(), "stream worker did not stop"
 
 
-async def listen(*channels: str):
-    layer = get_channel_layer()
-    name = await layer.new_channel()
-    for group in {group_name(channel) for channel in channels}:
-        await layer.group_add(group, name)
-    return layer, name
+@pytest.fixture
+def flushes(own_prefix):
+    reader = FlushReader()
+    yield reader
+    reader.close()
 
 
-async def collect(layer, name: str, *, quiet_s: float) -> list[tuple[float, dict]]:
-    """Receive messages until none comes for `quiet_s`; each with its arrival time."""
-    received = []
-    while True:
-        try:
-            event = await asyncio.wait_for(layer.receive(name), quiet_s)
-        except TimeoutError:
-            return received
-        received += [(time.monotonic(), json.loads(text)) for text in event["messages"].values()]
+async def collect(reader: FlushReader, *, quiet_s: float) -> list[tuple[float, dict]]:
+    """Tickers published until none comes for `quiet_s`; each with its arrival time."""
+    received = await asyncio.to_thread(reader.collect, quiet_s=quiet_s)
+    return [(at, m) for at, m in received if m["ch"].startswith("ticker.")]
 
 
-async def test_many_ticks_give_at_most_one_message_per_flush_per_group_latest_wins(own_prefix):
+async def test_many_ticks_give_at_most_one_message_per_flush_per_channel_latest_wins(flushes):
     interval_ms = 50
-    layer, name = await listen("ticker.AAPL", "ticker.MSFT")
     producer = kafka.producer()
     with RunningWorker(flush_interval_ms=interval_ms) as worker:
         # when 600 ticks for two symbols arrive over about a second
@@ -100,7 +102,7 @@ async def test_many_ticks_give_at_most_one_message_per_flush_per_group_latest_wi
 
         started = time.monotonic()
         await asyncio.to_thread(produce)
-        received = await collect(layer, name, quiet_s=1.0)
+        received = await collect(flushes, quiet_s=1.0)
         consumed = worker.consumed
     elapsed = time.monotonic() - started
     # then every tick was consumed, yet each group got far fewer messages...
@@ -134,8 +136,7 @@ def read_dead_letters(expected: int, timeout_s: float = 10.0) -> list:
     return records
 
 
-async def test_a_malformed_record_is_dead_lettered_and_the_worker_goes_on(own_prefix):
-    layer, name = await listen("ticker.AAPL")
+async def test_a_malformed_record_is_dead_lettered_and_the_worker_goes_on(flushes):
     producer = kafka.producer()
     topic = kafka.topic(kafka.TICKS)
     with RunningWorker() as worker:
@@ -156,7 +157,7 @@ async def test_a_malformed_record_is_dead_lettered_and_the_worker_goes_on(own_pr
             producer.send(topic, key=b"AAPL", value=value)
         producer.send(topic, key=b"AAPL", value=tick("AAPL", 2, Decimal("123.45")))
         producer.flush()
-        received = await collect(layer, name, quiet_s=1.5)
+        received = await collect(flushes, quiet_s=1.5)
         dead_lettered = worker.dead_lettered
     assert [m["data"]["last"] for _, m in received] == ["123.45"]
     assert dead_lettered == 2
@@ -169,11 +170,8 @@ async def test_a_malformed_record_is_dead_lettered_and_the_worker_goes_on(own_pr
     producer.close()
 
 
-async def test_the_worker_reconnects_after_the_broker_goes_away(
-    own_prefix, settings, private_broker
-):
+async def test_the_worker_reconnects_after_the_broker_goes_away(flushes, settings, private_broker):
     settings.KAFKA_BOOTSTRAP_SERVERS = [private_broker.address]
-    layer, name = await listen("ticker.AAPL")
 
     async def deliver(price: str, timeout_s: float) -> None:
         """Keep producing one price until it comes out of the worker."""
@@ -186,7 +184,7 @@ async def test_the_worker_reconnects_after_the_broker_goes_away(
                     kafka.topic(kafka.TICKS), key=b"AAPL", value=tick("AAPL", 1, Decimal(price))
                 )
                 await asyncio.to_thread(producer.flush, 5)
-                for _, message in await collect(layer, name, quiet_s=0.3):
+                for _, message in await collect(flushes, quiet_s=0.3):
                     if message["data"]["last"] == price:
                         return
             raise AssertionError(f"{price} never arrived")
@@ -211,10 +209,6 @@ def test_the_worker_keeps_consuming_while_redis_is_away(own_prefix, settings):
 
     dead = f"redis://127.0.0.1:{free_port()}/0"
     settings.REDIS_URL = dead
-    settings.CHANNEL_LAYERS = {
-        name: {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [dead]}}
-        for name, layer in settings.CHANNEL_LAYERS.items()
-    }
     producer = kafka.producer()
     with RunningWorker() as worker:
         for seq in range(1, 51):

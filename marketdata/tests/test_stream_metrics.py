@@ -11,15 +11,15 @@ import time
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient, Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from marketdata.channels import group_name
 from marketdata.stream import Conflator, StreamWorker
+from testing.helpers import publish_flush
 from tredye import kafka
 from tredye.asgi import application
+from tredye.kafka import Envelope
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
@@ -84,13 +84,9 @@ async def test_a_socket_counts_itself_its_frames_messages_and_their_latency(
     assert (await communicator.receive_json_from())["op"] == "status"
     await communicator.send_json_to({"op": "subscribe", "channels": ["ticker.AAPL"]})
     assert (await communicator.receive_json_from())["op"] == "subscribed"
-    await communicator.receive_nothing(timeout=0.2)  # the layer's subscription settles
     channel = "ticker.AAPL"
     message = {"ch": channel, "seq": 1, "ts": time.time_ns() // 1_000_000 - 30, "data": {}}
-    await get_channel_layer().group_send(
-        group_name(channel),
-        {"type": "stream.batch", "messages": {channel: json.dumps(message)}},
-    )
+    await publish_flush({channel: json.dumps(message)})
     assert (await communicator.receive_json_from()) == {"batch": [message]}
     during = await ascrape()
 
@@ -151,7 +147,7 @@ def test_conflation_counts_each_message_replaced_before_it_was_sent():
 
 
 class NoBroadcast:
-    def publish(self, messages: dict) -> None:
+    def publish(self, messages: dict, snapshots: dict) -> None:
         pass
 
     def publish_status(self, status: dict, *, changed: bool) -> None:
@@ -167,7 +163,11 @@ def test_the_stream_workers_report_sets_its_lag_and_last_event_age(isolated_stre
     # another test may report its own (younger) age at the same time.
     made = time.time_ns() // 1_000_000 - 86_400_000
     tick = {"symbol": "AAPL", "last": "1"}
-    worker.handle([("ticker.AAPL", made, tick), ("ticker.AAPL", made - 500_000, tick)])
+
+    def record(ts: int) -> tuple[str, Envelope, dict]:
+        return kafka.TICKS, Envelope("tick", 1, "AAPL", 1, ts, tick), tick
+
+    worker.handle([record(made), record(made - 500_000)])
     worker.lag = 10_000_007  # above any other live worker's (the gauge is their largest)
     worker._publish_report(time.monotonic())  # noqa: SLF001 - what its loop calls each second
     samples = scrape()
