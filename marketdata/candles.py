@@ -30,6 +30,7 @@ import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
 
 # name → seconds; the names are the API's and the channels' (`candles.AAPL.1m`).
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "1h": 3600}
@@ -115,6 +116,29 @@ class Bar:
     @property
     def end(self) -> datetime.datetime:
         return self.start + datetime.timedelta(seconds=INTERVALS[self.interval])
+
+
+def bar_message(bar: Any, *, closed: bool | None = None) -> dict[str, Any]:
+    """A bar (a `Bar`, or a stored `Candle`: they share these names) as the candle endpoint and
+    the `candles.*` channels show it: `start` in epoch ms, numbers as plain strings; on the
+    channels also its `interval` and whether it is `closed` (final)."""
+    message: dict[str, Any] = {
+        "start": (bar.start - _EPOCH) // datetime.timedelta(milliseconds=1),
+        "open": _plain(bar.open),
+        "high": _plain(bar.high),
+        "low": _plain(bar.low),
+        "close": _plain(bar.close),
+        "volume": _plain(bar.volume),
+        "quote_volume": _plain(bar.quote_volume),
+        "trades": bar.trades,
+    }
+    if closed is not None:
+        message |= {"interval": bar.interval, "closed": closed}
+    return message
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}"
 
 
 def quote_of(trade: TradeIn) -> Decimal:

@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.selectors import balances_of
 from marketdata import selectors
 from marketdata.candle_store import candles_save, day_bars, forming_bars
-from marketdata.candles import Bar, CandleBuilder, TradeIn
+from marketdata.candles import Bar, CandleBuilder, TradeIn, bar_message
 from marketdata.channels import BOOK_DEPTHS, private_key
 from marketdata.stream_state import (
     DAY,
@@ -42,7 +42,6 @@ from trading.messages import (
     EPOCH,
     MILLISECOND,
     balance_message,
-    epoch_ms,
     position_message,
     public_trade_message,
     public_trade_of,
@@ -62,21 +61,6 @@ SAVE_CANDLES_EVERY_S = 1.0
 
 class UnknownSymbolError(LookupError):
     """A record for a symbol that is no instrument."""
-
-
-def bar_data(bar: Bar, *, closed: bool) -> dict[str, Any]:
-    """A bar as the `candles.*` channels show it (`open_time` in epoch ms)."""
-    return {
-        "interval": bar.interval,
-        "open_time": epoch_ms(bar.start),
-        "open": plain(bar.open),
-        "high": plain(bar.high),
-        "low": plain(bar.low),
-        "close": plain(bar.close),
-        "volume": plain(bar.volume),
-        "trades": bar.trades,
-        "closed": closed,
-    }
 
 
 @dataclass
@@ -389,7 +373,7 @@ class MarketState:
                 ts=state.tape.trades[-1]["ts"] if state.tape.trades else None,
                 data={
                     "bars": [
-                        bar_data(bar, closed=(bar.interval, bar.start) in closed) for bar in bars
+                        bar_message(bar, closed=(bar.interval, bar.start) in closed) for bar in bars
                     ]
                 },
             )

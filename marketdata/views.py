@@ -11,11 +11,9 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
 from marketdata import candle_store, selectors
-from marketdata.candles import INTERVALS, bucket_start
-from marketdata.models import Candle
+from marketdata.candles import INTERVALS, bar_message, bucket_start
 from trading.messages import book_snapshot_message, epoch_ms, public_trade_message
 from trading.models import Instrument
-from trading.units import plain
 from tredye.api import BadRequest, api_view, error_response
 
 logger = logging.getLogger(__name__)
@@ -120,7 +118,7 @@ def candles(request: HttpRequest) -> JsonResponse:
     except candle_store.UnknownSymbol as unknown_symbol:
         raise BadRequest("invalid_symbol", str(unknown_symbol)) from None
     return JsonResponse(
-        {"symbol": symbol, "interval": interval, "candles": [_candle(bar) for bar in bars]}
+        {"symbol": symbol, "interval": interval, "candles": [bar_message(bar) for bar in bars]}
     )
 
 
@@ -141,19 +139,6 @@ def _time_parameter(request: HttpRequest, name: str) -> datetime.datetime | None
             f" not {raw[:40]!r}",
         )
     return value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
-
-
-def _candle(bar: Candle) -> dict[str, object]:
-    return {
-        "start": (bar.start - EPOCH) // datetime.timedelta(milliseconds=1),
-        "open": plain(bar.open),
-        "high": plain(bar.high),
-        "low": plain(bar.low),
-        "close": plain(bar.close),
-        "volume": plain(bar.volume),
-        "quote_volume": plain(bar.quote_volume),
-        "trades": bar.trades,
-    }
 
 
 BOOK_PARAMETERS = {"symbol", "depth"}

@@ -573,7 +573,7 @@ def test_private_channels_orders_balances_and_candles(page, venue):
         {"orders": [order for order in orders.values() if order["status"] not in final]},
     )
     venue.snapshots["balances"] = lambda: message("balances", "snapshot", 1, {"balances": [usd]})
-    forming = {"open_time": 60_000, "close": "100", "closed": False}
+    forming = {"start": 60_000, "close": "100", "closed": False}
     venue.snapshots["candles.AAPL.1m"] = lambda: message(
         "candles.AAPL.1m", "snapshot", 1, {"bars": [forming]}
     )
@@ -616,9 +616,9 @@ def test_private_channels_orders_balances_and_candles(page, venue):
     next_frames(page)
     assert view(page)["balances"]["rows"] == [usd_now, eur]
 
-    # candles: the latest per open_time wins, a closed bar is final
+    # candles: the latest per start wins, a closed bar is final
     closed = forming | {"close": "101", "closed": True}
-    following = {"open_time": 120_000, "close": "102", "closed": False}
+    following = {"start": 120_000, "close": "102", "closed": False}
     late = forming | {"close": "999"}
     venue.publish(message("candles.AAPL.1m", "update", 2, {"bars": [closed, following]}))
     venue.publish(message("candles.AAPL.1m", "update", 3, {"bars": [late]}))

@@ -300,7 +300,7 @@ export class CandlesState extends ChannelState {
     super(channel, options);
     this.interval = channel.split(".").slice(2).join(".");
     this.limit = options.limit ?? DEFAULT_BARS;
-    this.bars = new Map(); // open_time -> bar
+    this.bars = new Map(); // start -> bar
   }
 
   emptyChanges() {
@@ -308,7 +308,7 @@ export class CandlesState extends ChannelState {
   }
 
   check(message) {
-    // Bars are independent, keyed by open_time: a snapshot (the forming bar) adds to the
+    // Bars are independent, keyed by start: a snapshot (the forming bar) adds to the
     // history held rather than wiping it; within a bar the latest message wins.
     if (message.type === "snapshot") return "ok";
     return super.check(message);
@@ -318,14 +318,14 @@ export class CandlesState extends ChannelState {
     const bars = message.data.bars;
     ensure(Array.isArray(bars), "bars");
     for (const bar of bars) {
-      const time = isObject(bar) ? typeof bar.open_time : null;
+      const time = isObject(bar) ? typeof bar.start : null;
       ensure(time === "number" || time === "string", "bar");
     }
     return () => {
       for (const bar of bars) {
-        const held = this.bars.get(bar.open_time);
+        const held = this.bars.get(bar.start);
         if (held && held.closed && !bar.closed) continue; // a closed bar is final
-        this.bars.set(bar.open_time, bar);
+        this.bars.set(bar.start, bar);
         this.changes.bars.push(bar);
       }
       if (this.bars.size > this.limit) {
@@ -337,7 +337,7 @@ export class CandlesState extends ChannelState {
 
   // The bars held, oldest first.
   list() {
-    return [...this.bars.values()].sort((a, b) => compareOpenTime(a.open_time, b.open_time));
+    return [...this.bars.values()].sort((a, b) => compareOpenTime(a.start, b.start));
   }
 }
 
