@@ -158,11 +158,11 @@ def book(request: HttpRequest) -> JsonResponse:
     The price levels of the orders resting in the book (open, with a price, not a stop waiting
     for its trigger), the remaining quantities summed per side and price, bids best (highest)
     first, asks best (lowest) first, `depth` levels a side (20 by default, at most 200), as
-    [price, quantity] strings. `seq` is the book state's `book_seq` read in the same database
-    snapshot as the levels, `ts` that state's last update (epoch ms; null before the matcher
-    first touched the book). This is the matcher's committed book, read from PostgreSQL: the
-    stream's `book.SYMBOL` snapshot will come from the stream worker's state, and `seq` lets a
-    client line the two up.
+    [price, quantity] strings. `seq` is the number of the book's last delta (its `book`
+    topic stream) read in the same database snapshot as the levels, `ts` the book state's last
+    update (epoch ms; null before the matcher first touched the book). A client resyncs the
+    `book.SYMBOL` channel from it: the channel's updates name their `prev_seq` in the same
+    numbers.
     """
     instrument = _snapshot_instrument(request, BOOK_PARAMETERS)
     depth = _count_parameter(request, "depth", BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX)

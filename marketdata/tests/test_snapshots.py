@@ -15,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from marketdata import sql
 from testing.helpers import place, settled, wait_for
 from trading.messages import epoch_ms
-from trading.models import BookState, Instrument, Order
+from trading.models import BookState, Instrument, Order, StreamSequence
+from tredye import kafka
 
 D = Decimal
 BOOK_URL = "/marketdata/api/book/"
@@ -67,7 +68,9 @@ def trader(make_account):
 
 
 def test_the_book_sums_resting_orders_per_level_best_first(market, trader, client):
-    BookState.objects.create(instrument=market, book_seq=7, updated_at=T0)
+    BookState.objects.create(instrument=market, book_seq=99, updated_at=T0)
+    # the number of the book's last delta, which the stream's updates continue from
+    StreamSequence.objects.create(topic=kafka.BOOK, key=market.symbol, seq=7)
     order_row(market, trader, "buy", "10.00", "3")
     order_row(market, trader, "buy", "10.00", "5", status="partially_filled", filled="2")
     order_row(market, trader, "buy", "9.50", "1")
@@ -103,8 +106,12 @@ def test_the_levels_and_the_seq_are_read_in_one_repeatable_read_transaction(mark
     statements = [q["sql"] for q in queries.captured_queries]
     first = statements.index(sql.REPEATABLE_READ)
     # every read of orders and of the book state runs after it, in its transaction
-    reads = [i for i, s in enumerate(statements) if '"trading_order"' in s or "bookstate" in s]
-    assert len(reads) == 3
+    reads = [
+        i
+        for i, s in enumerate(statements)
+        if any(table in s for table in ('"trading_order"', "bookstate", "streamsequence"))
+    ]
+    assert len(reads) == 4
     assert min(reads) > first
 
 
@@ -222,9 +229,10 @@ def test_the_snapshot_is_the_book_the_matcher_built(
     assert taker.status == Order.Status.FILLED
     body = client.get(BOOK_URL, {"symbol": market.symbol}).json()
     state = BookState.objects.get(instrument=market)
+    deltas = StreamSequence.objects.get(topic=kafka.BOOK, key=market.symbol)
     assert body == {
         "symbol": market.symbol,
-        "seq": state.book_seq,
+        "seq": deltas.seq,
         "ts": epoch_ms(state.updated_at),
         "bids": [["9.9", "1"]],
         "asks": [["9.95", "7"], ["10.1", "2"], ["10.2", "4"]],
