@@ -63,6 +63,30 @@ def _active_symbols() -> frozenset[str]:
     return frozenset(selectors.active_symbols())
 
 
+def _transport_of(send: Any) -> Any:
+    """The Twisted transport under an ASGI `send`, or None.
+
+    Daphne's `send` is `partial(server.handle_reply, protocol)`; Channels' session middleware
+    wraps it in a method of an object that keeps it as `real_send`. The transport (unwrapped
+    from any protocol wrapper) buffers what the kernel has not taken yet.
+    """
+    for _ in range(8):
+        args = getattr(send, "args", None)
+        if args:
+            transport = getattr(args[0], "transport", None)
+            for _ in range(4):
+                if all(
+                    hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen")
+                ):
+                    return transport
+                transport = getattr(transport, "transport", None)
+            return None
+        send = getattr(getattr(send, "__self__", None), "real_send", None)
+        if send is None:
+            return None
+    return None
+
+
 @database_sync_to_async
 def _account_id(user: Any) -> int | None:
     account = account_for_user(user=user)
@@ -153,6 +177,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.channel_name = None
         self.counted_open = False  # in the connected-sockets gauge (socket_metrics)
         self.hub: Hub | None = None
+        self._transport: Any = False  # not looked up yet
         try:
             with contextlib.suppress(StopConsumer):
                 await await_many_dispatch([receive], self.dispatch)
@@ -237,14 +262,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     def buffered_bytes(self) -> int | None:
         """Bytes waiting in this socket's send buffer, where the server lets us see them
-        (daphne's transport); None elsewhere (then frames are never skipped)."""
-        protocol = next(iter(getattr(self.base_send, "args", ())), None)
-        transport = getattr(protocol, "transport", None)
-        data = getattr(transport, "dataBuffer", None)
-        waiting = getattr(transport, "_tempDataLen", None)
-        if data is None or waiting is None:
+        (daphne's Twisted transport); None elsewhere (then frames are never skipped)."""
+        transport = self._transport
+        if transport is False:
+            transport = self._transport = _transport_of(self.base_send)
+        if transport is None:
             return None
-        return len(data) - getattr(transport, "offset", 0) + waiting
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # noqa: SLF001
 
     async def on_status(self, status: dict) -> None:
         await self._send_status(self._with_layer({"stream": "up", **status}))
@@ -505,6 +529,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_IDLE)
                 return
             await self._send_json({"op": "heartbeat", "ts": time.time_ns() // 1_000_000})
+            if self.hub is not None:
+                await self.hub.catch_up(self)
             await self._renew()
             # A stream worker that stopped reporting has let its status expire, or Redis has
             # gone: say so.

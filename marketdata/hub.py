@@ -618,6 +618,15 @@ class Hub:
         await socket.send_frame(frame)
         return True
 
+    async def catch_up(self, socket: Subscriber) -> None:
+        """A socket whose frames were skipped gets fresh snapshots once its client has read
+        its buffer, even when no flush comes (the socket's heartbeat calls this)."""
+        if socket in self.lagging:
+            buffered = socket.buffered_bytes()
+            if buffered is None or buffered <= SEND_BUFFER_LIMIT:
+                self.lagging.discard(socket)
+                await self._resnapshot(socket)
+
     async def _resnapshot(self, socket: Subscriber) -> None:
         texts = {}
         for key, depth in self.subscriptions.get(socket, {}).items():
