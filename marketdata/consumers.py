@@ -493,14 +493,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def _current_status(self) -> dict:
         """The platform status for the client; `live: down` while this process has no
         subscription to the stream, so updates cannot reach it and the page should poll."""
-        try:
-            async with asyncio.timeout(LAYER_TIMEOUT_S):
-                raw = await self.redis.get(selectors.status_key())
-        except REDIS_ERRORS:
-            status = {"stream": "down", "redis": "down"}
-        else:
-            # No status key: no stream worker has reported lately.
-            status = {"stream": "up", **json.loads(raw)} if raw is not None else {"stream": "down"}
+        status = await self.hub.platform_status() if self.hub is not None else {"stream": "down"}
         return self._with_layer(status)
 
     def _with_layer(self, status: dict) -> dict:

@@ -52,6 +52,8 @@ REDIS_ERRORS = (OSError, TimeoutError, aioredis.RedisError)
 # Bytes a socket may have waiting in its send buffer before its frames are skipped.
 SEND_BUFFER_LIMIT = 256 * 1024
 RECONNECT_S = 1.0
+LINK_TIMEOUT_S = 2.0  # a Redis call is cut short after this
+STATUS_FRESH_S = 0.25  # the platform status is read at most this often per process
 MAX_BATCH = 256  # flushes handled in one pass at most
 Out = dict[str, list[str]]  # out key -> the message texts its sockets get, in order
 CLOSED_STATUSES = frozenset(Order.Status) - frozenset(Order.OPEN_STATUSES)
@@ -161,9 +163,11 @@ class BookState(ChannelState):
             self._take(message)
         elif seq <= self.mirror.seq:
             return True
-        elif message.get("prev_seq") != self.mirror.seq:
-            return False
+        elif message.get("prev_seq", seq) > self.mirror.seq:
+            return False  # something between is missing
         else:
+            # prev_seq <= held < seq: absolute quantities of every level changed in
+            # (prev_seq, seq] bring any state in that range to seq (a load can land inside).
             self.mirror.apply(levels_parse(message["data"]))
             self.mirror.seq = seq
             self.ts = message.get("ts")
@@ -230,11 +234,16 @@ class TapeState(ChannelState):
             self.tape = Tape(message["data"]["trades"], message["seq"])
         elif message["seq"] <= self.tape.seq:
             return True
-        elif message.get("prev_seq") != self.tape.seq:
-            return False
+        elif message.get("prev_seq", message["seq"]) > self.tape.seq:
+            return False  # trades between are missing
         else:
-            for trade in message["data"]["trades"]:
-                self.tape.add(trade)
+            held = self.tape.seq
+            new = [trade for trade in message["data"]["trades"] if self.tape.add(trade)]
+            if message["prev_seq"] != held:
+                # A load landed inside this update: pass on only what is new, chained on
+                # what the sockets hold.
+                message["prev_seq"], message["data"] = held, {"trades": new}
+                text = encode(message)
         self.ts = message.get("ts")
         out.setdefault(self.key, []).append(text)
         return True
@@ -268,8 +277,13 @@ class OrdersState(ChannelState):
         message = json.loads(text)
         if message["seq"] <= self.seq:
             return True
-        if message.get("prev_seq") != self.seq:
-            return False
+        if message.get("prev_seq", message["seq"]) > self.seq:
+            return False  # events between are missing
+        if message["prev_seq"] != self.seq:
+            # A load landed inside this update: its orders are their latest states, so they
+            # apply; the sockets get it chained on what they hold.
+            message["prev_seq"] = self.seq
+            text = encode(message)
         for order in message["data"]["orders"]:
             if order["status"] in CLOSED_STATUSES:
                 self.orders.pop(order["id"], None)
@@ -348,6 +362,7 @@ class Hub:
         self.linked = asyncio.Event()
         self.tried = asyncio.Event()  # the subscription was tried, and made or refused
         self.status: dict | None = None
+        self.status_read: tuple[float, dict] | None = None  # (when, what)
         self.reader: asyncio.Task | None = None
         self.drops = WS_CONFLATED_DROPS.labels("socket")
 
@@ -461,6 +476,23 @@ class Hub:
                     break  # still behind: the next gap reloads it
             state.loaded.set()
 
+    async def platform_status(self) -> dict:
+        """The platform status the stream worker keeps in Redis, read at most once per
+        STATUS_FRESH_S for all the process's sockets (their heartbeats ask for it)."""
+        now = time.monotonic()
+        if self.status_read is not None and now - self.status_read[0] < STATUS_FRESH_S:
+            return self.status_read[1]
+        try:
+            async with asyncio.timeout(LINK_TIMEOUT_S):
+                raw = await self.redis.get(selectors.status_key())
+        except REDIS_ERRORS:
+            status = {"stream": "down", "redis": "down"}
+        else:
+            # No status key: no stream worker has reported lately.
+            status = {"stream": "up", **json.loads(raw)} if raw is not None else {"stream": "down"}
+        self.status_read = (now, status)
+        return status
+
     async def stored_snapshot(self, key: str) -> str | None:
         raw = await self.redis.hget(selectors.snapshot_key(), key)
         return raw.decode() if isinstance(raw, bytes) else raw
@@ -481,9 +513,9 @@ class Hub:
                 if out:
                     await self._fan_out(out)
             else:
-                for socket in list(self.watchers.get(state.key, ())):
-                    text = state.snapshot(self.subscriptions.get(socket, {}).get(state.key))
-                    if text is not None:
+                text = state.snapshot(None)  # the same for every socket (no depth)
+                if text is not None:
+                    for socket in list(self.watchers.get(state.key, ())):
                         await self._send(socket, {state.key: text})
         finally:
             state.reloading = False
@@ -530,6 +562,7 @@ class Hub:
 
     async def _link(self, up: bool) -> None:
         self.tried.set()
+        self.status_read = None
         if up == self.connected:
             return
         self.connected = up
