@@ -62,7 +62,7 @@ CLOSED_STATUSES = frozenset(Order.Status) - frozenset(Order.OPEN_STATUSES)
 class Subscriber(Protocol):
     """What the hub needs of a socket (`marketdata.consumers.StreamConsumer`)."""
 
-    def send_frame(self, frame: str) -> Awaitable[None]: ...
+    def send_frame(self, frame: str, data: bytes | None = None) -> Awaitable[None]: ...
     def buffered_bytes(self) -> int | None: ...
     def on_status(self, status: dict) -> Awaitable[None]: ...
     def on_link(self, up: bool) -> Awaitable[None]: ...
@@ -629,14 +629,15 @@ class Hub:
             if not texts:
                 continue
             frame = '{"batch":[' + ",".join(text for _, text in texts) + "]}"
+            data = frame.encode()
             sent = 0
             for socket in list(members):
-                if await self._push(socket, frame):
+                if await self._push(socket, frame, data):
                     sent += 1
             if sent:
                 batch_sent(texts, sent)
 
-    async def _push(self, socket: Subscriber, frame: str) -> bool:
+    async def _push(self, socket: Subscriber, frame: str, data: bytes) -> bool:
         """Send a frame unless the socket's client is not reading; a socket that was behind
         gets fresh snapshots instead."""
         buffered = socket.buffered_bytes()
@@ -648,7 +649,7 @@ class Hub:
             self.lagging.discard(socket)
             await self._resnapshot(socket)
             return False
-        await socket.send_frame(frame)
+        await socket.send_frame(frame, data)
         return True
 
     async def catch_up(self, socket: Subscriber) -> None:
