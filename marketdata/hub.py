@@ -59,10 +59,23 @@ Out = dict[str, list[str]]  # out key -> the message texts its sockets get, in o
 CLOSED_STATUSES = frozenset(Order.Status) - frozenset(Order.OPEN_STATUSES)
 
 
+class Frame:
+    """One frame for every socket of a group: its text, its UTF-8 once, and the server's
+    prepared form of it once (autobahn's broadcast API, set by the first socket that sends
+    it; every socket of a daphne process shares one protocol factory)."""
+
+    __slots__ = ("data", "prepared", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.data = text.encode()
+        self.prepared: object | None = None
+
+
 class Subscriber(Protocol):
     """What the hub needs of a socket (`marketdata.consumers.StreamConsumer`)."""
 
-    def send_frame(self, frame: str, data: bytes | None = None) -> Awaitable[None]: ...
+    def send_frame(self, frame: Frame) -> Awaitable[None]: ...
     def buffered_bytes(self) -> int | None: ...
     def on_status(self, status: dict) -> Awaitable[None]: ...
     def on_link(self, up: bool) -> Awaitable[None]: ...
@@ -628,16 +641,15 @@ class Hub:
             texts = [(key, text) for key in outs if key in out for text in out[key]]
             if not texts:
                 continue
-            frame = '{"batch":[' + ",".join(text for _, text in texts) + "]}"
-            data = frame.encode()
+            frame = Frame('{"batch":[' + ",".join(text for _, text in texts) + "]}")
             sent = 0
             for socket in list(members):
-                if await self._push(socket, frame, data):
+                if await self._push(socket, frame):
                     sent += 1
             if sent:
                 batch_sent(texts, sent)
 
-    async def _push(self, socket: Subscriber, frame: str, data: bytes) -> bool:
+    async def _push(self, socket: Subscriber, frame: Frame) -> bool:
         """Send a frame unless the socket's client is not reading; a socket that was behind
         gets fresh snapshots instead."""
         buffered = socket.buffered_bytes()
@@ -649,7 +661,7 @@ class Hub:
             self.lagging.discard(socket)
             await self._resnapshot(socket)
             return False
-        await socket.send_frame(frame, data)
+        await socket.send_frame(frame)
         return True
 
     async def catch_up(self, socket: Subscriber) -> None:
@@ -671,7 +683,7 @@ class Hub:
             await self._send(socket, texts)
 
     async def _send(self, socket: Subscriber, texts: dict[str, str]) -> None:
-        await socket.send_frame('{"batch":[' + ",".join(texts.values()) + "]}")
+        await socket.send_frame(Frame('{"batch":[' + ",".join(texts.values()) + "]}"))
         batch_sent(list(texts.items()), 1)
 
 
