@@ -106,17 +106,10 @@ def bench_market(*, symbol: str, traders: int, base_amount: str = "0") -> tuple:
 
 
 def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (Linux /proc), in pid order."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # ended meanwhile
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
+    """The processes whose parent is `pid`, in pid order (`testing.helpers.child_pids`)."""
+    from testing.helpers import child_pids as children
+
+    return sorted(children(pid))
 
 
 def machine_busy_seconds() -> float:

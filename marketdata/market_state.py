@@ -149,7 +149,7 @@ class MarketState:
         book = selectors.book_snapshot(instrument, depth=None)
         levels = {(1, p): q for p, q in book.bids} | {(-1, p): q for p, q in book.asks}
         trades = selectors.recent_trades(instrument, limit=TAPE_LENGTH)
-        tape = Tape([_public(trade) for trade in reversed(trades)])
+        tape = Tape([public_trade_message(trade) for trade in reversed(trades)])
         now = timezone.now()
         day = RollingDay()
         for bar in day_bars(instrument, since=now - DAY):
@@ -220,7 +220,7 @@ class MarketState:
                 len(missed),
             )
             for trade in missed:
-                self._add_trade(state, _public(trade))
+                self._add_trade(state, public_trade_message(trade))
         self._add_trade(state, public_trade_of(data))
 
     def _add_trade(self, state: SymbolState, trade: dict[str, Any]) -> None:
@@ -499,16 +499,6 @@ def positions_message(rows: list, *, seq: int, ts: int | None) -> dict[str, Any]
         seq=seq,
         ts=ts,
         data={"positions": [position_message(position) for position in rows]},
-    )
-
-
-def _public(trade: Any) -> dict[str, Any]:
-    return public_trade_message(
-        seq=trade.seq,
-        price=trade.price,
-        quantity=trade.quantity,
-        aggressor=trade.aggressor_side,
-        executed_at=trade.executed_at,
     )
 
 

@@ -111,19 +111,6 @@ def validate(topic: str, envelope: Envelope) -> Any:
     raise EnvelopeError(f"no stream reads topic {topic!r}")
 
 
-def _decimal(data: dict, field: str, *, positive: bool = True) -> Decimal:
-    value = data.get(field)
-    if not isinstance(value, str):
-        raise EnvelopeError(f"field {field!r} missing or not a string")
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        raise EnvelopeError(f"field {field!r} is not a number") from None
-    if not number.is_finite() or (positive and number <= 0):
-        raise EnvelopeError(f"field {field!r} is not a positive number")
-    return number
-
-
 def validate_trade(envelope: Envelope) -> dict[str, Any]:
     data = envelope.data
     if envelope.type != TRADE:
@@ -136,8 +123,8 @@ def validate_trade(envelope: Envelope) -> dict[str, Any]:
         raise EnvelopeError("trade ts missing or not an integer")
     if data.get("aggressor") not in ("buy", "sell"):
         raise EnvelopeError("trade aggressor is not buy or sell")
-    _decimal(data, "price")
-    _decimal(data, "quantity")
+    kafka.positive_decimal(data, "price")
+    kafka.positive_decimal(data, "quantity")
     return data
 
 

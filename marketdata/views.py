@@ -188,14 +188,7 @@ def trades(request: HttpRequest) -> JsonResponse:
     instrument = _snapshot_instrument(request, TAPE_PARAMETERS)
     limit = _count_parameter(request, "limit", TAPE_LIMIT_DEFAULT, TAPE_LIMIT_MAX)
     tape = [
-        public_trade_message(
-            seq=trade.seq,
-            price=trade.price,
-            quantity=trade.quantity,
-            aggressor=trade.aggressor_side,
-            executed_at=trade.executed_at,
-        )
-        for trade in selectors.recent_trades(instrument, limit=limit)
+        public_trade_message(trade) for trade in selectors.recent_trades(instrument, limit=limit)
     ]
     return JsonResponse({"symbol": instrument.symbol, "trades": tape})
 

@@ -45,6 +45,20 @@ def daphne_command(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
 def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen) -> None:
     """Wait until `url` answers 200; fail at once if `process` (its server) exits."""
     deadline = time.monotonic() + timeout_s

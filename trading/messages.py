@@ -166,17 +166,15 @@ def book_snapshot_message(
     }
 
 
-def public_trade_message(
-    *, seq: int, price: Decimal, quantity: Decimal, aggressor: str, executed_at: datetime
-) -> dict[str, Any]:
-    """A trade as the public tape shows it: `trade_message`'s public fields (its names, `ts`
-    the time it executed in epoch ms), without orders or accounts."""
+def public_trade_message(trade: Trade) -> dict[str, Any]:
+    """A trade row as the public tape shows it: `trade_message`'s public fields (its names,
+    `ts` the time it executed in epoch ms), without orders or accounts."""
     return {
-        "seq": seq,
-        "price": plain(price),
-        "quantity": plain(quantity),
-        "aggressor": aggressor,
-        "ts": epoch_ms(executed_at),
+        "seq": trade.seq,
+        "price": plain(trade.price),
+        "quantity": plain(trade.quantity),
+        "aggressor": trade.aggressor_side,
+        "ts": epoch_ms(trade.executed_at),
     }
 
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -106,6 +107,23 @@ def decode(raw: bytes | None) -> Envelope:
         ts=payload["ts"],
         data=payload["data"],
     )
+
+
+def positive_decimal(data: dict[str, Any], name: str, *, required: bool = True) -> Decimal | None:
+    """A field of an envelope's data that must be a positive, finite decimal string (None when
+    it is absent and not `required`); EnvelopeError otherwise."""
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise EnvelopeError(f"{name} missing or not a decimal string")
+    try:
+        result = Decimal(value)
+    except ArithmeticError:
+        raise EnvelopeError(f"{name} is not a number") from None
+    if not result.is_finite() or result <= 0:
+        raise EnvelopeError(f"{name} must be positive")
+    return result
 
 
 def _common_config() -> dict[str, Any]:

@@ -68,18 +68,7 @@ def command_decode(raw: bytes | None) -> Command:
         raise EnvelopeError("seq missing or not a positive integer")
 
     def number(name: str, required: bool) -> Decimal | None:
-        value = data.get(name)
-        if value is None and not required:
-            return None
-        if not isinstance(value, str):
-            raise EnvelopeError(f"{name} missing or not a decimal string")
-        try:
-            result = Decimal(value)
-        except ArithmeticError:
-            raise EnvelopeError(f"{name} is not a number") from None
-        if not result.is_finite() or result <= 0:
-            raise EnvelopeError(f"{name} must be positive")
-        return result
+        return kafka.positive_decimal(data, name, required=required)
 
     if envelope.type == CANCEL:
         return Command(CANCEL, envelope.key, order_id, seq, number("quantity", False))

@@ -11,22 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from testing.helpers import wait_for, wait_for_http
+from testing.helpers import child_pids, wait_for, wait_for_http
 from tredye.devbroker import free_port
-
-
-def children_of(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (/proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # ended meanwhile
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -107,10 +93,10 @@ def serve(start_test_process, tmp_path: Path):
     )  # fmt: skip
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", 60, process.popen)
-        wait_for(lambda: len(children_of(process.popen.pid)) == 2, 10, "two daphne processes")
+        wait_for(lambda: len(child_pids(process.popen.pid)) == 2, 10, "two daphne processes")
     except (RuntimeError, AssertionError) as error:
         raise AssertionError(f"{error}\n{process.output()}") from error
-    daphnes = children_of(process.popen.pid)
+    daphnes = child_pids(process.popen.pid)
     for pid in daphnes:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"daphne" in command, command
