@@ -879,6 +879,67 @@ def fanout_main(argv: list[str]) -> None:
             benchlib.log(f"logs: {workdir}")
 
 
+class FlushProbe:
+    """Where the latency goes: subscribes to the stream worker's flushes as a web process's
+    hub does (this checkout's flush format; an old server publishes none) and times each
+    message from its event (`ts`) to the worker's flush (`at`), and each flush from `at` to
+    its arrival here. What sampled clients see beyond both is the fan-out."""
+
+    def __init__(self, channel: str) -> None:
+        import redis
+        from django.conf import settings
+
+        self.to_flush: list[float] = []
+        self.to_subscriber: list[float] = []
+        self.stopping = threading.Event()
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import re
+
+        from marketdata.broadcast import payload_parse
+
+        stamp = re.compile(r'"ts":(\d+)')
+        while not self.stopping.is_set():
+            message = self.pubsub.get_message(timeout=0.2)
+            if message is None or message["type"] != "message":
+                continue
+            now = time.time()
+            try:
+                at, items = payload_parse(message["data"].decode())
+            except ValueError:
+                continue
+            self.to_subscriber.append((now - at) * 1000)
+            for text in items.values():
+                found = stamp.search(text, 0, 160)
+                if found:
+                    self.to_flush.append(at * 1000 - int(found[1]))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.pubsub.close()
+        self.client.close()
+
+    def report(self, log) -> None:  # noqa: ANN001 - benchlib.log
+        from benchlib import percentile
+
+        for label, values in (
+            ("event -> worker flush", self.to_flush),
+            ("flush -> a subscriber", self.to_subscriber),
+        ):
+            if values:
+                log(
+                    f"  {label:22} p50 {percentile(values, 0.5):.0f} ms   "
+                    f"p90 {percentile(values, 0.9):.0f} ms   p99 {percentile(values, 0.99):.0f} ms"
+                    f"   ({len(values):,})"
+                )
+
+
 def fanout_run(
     args: argparse.Namespace,
     workdir: Path,
@@ -1038,6 +1099,7 @@ def fanout_run(
             placed, traded = cursor.fetchone()
         return placed, traded
 
+    probe = FlushProbe(f"{prefix}stream")
     daphne_before = {pid: cpu_seconds(pid) for pid in daphnes}
     orders_before = orders_and_trades()
     cpu_before, machine_before = cpu(), machine_busy_seconds()
@@ -1048,6 +1110,7 @@ def fanout_run(
     for name in generator_names:
         children[name].send("stop")
     window = time.monotonic() - started
+    probe.stop()
     cpu_after, machine_after = cpu(), machine_busy_seconds()
     daphne_after = {pid: cpu_seconds(pid) for pid in daphnes}
     orders_after = orders_and_trades()
@@ -1090,6 +1153,7 @@ def fanout_run(
         )
     else:
         log("  event -> client        no message reached the sampled clients")
+    probe.report(log)
     per_daphne = ", ".join(
         f"{pid}: {(daphne_after[pid] - daphne_before[pid]) / window * 100:.0f}%" for pid in daphnes
     )

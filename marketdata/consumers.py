@@ -74,7 +74,7 @@ def _protocol_of(send: Any) -> tuple[Any, Any]:
         args = getattr(send, "args", None)
         if args:
             protocol = args[0]
-            needed = ("sendPreparedMessage", "STATE_OPEN", "factory")
+            needed = ("sendPreparedMessage", "STATE_OPEN", "factory", "send_queue")
             if not all(hasattr(protocol, name) for name in needed):
                 return None, None
             transport = getattr(protocol, "transport", None)
@@ -270,9 +270,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._find_transport()
         protocol = self._protocol
         if protocol is not None and protocol.state == protocol.STATE_OPEN:
-            if frame.prepared is None:
-                frame.prepared = protocol.factory.prepareMessage(frame.data)
-            protocol.sendPreparedMessage(frame.prepared)
+            prepared = frame.prepared
+            if prepared is None:
+                prepared = frame.prepared = protocol.factory.prepareMessage(frame.data)
+            if protocol.send_queue:
+                protocol.sendPreparedMessage(prepared)  # behind what autobahn has queued
+            else:
+                # What sendPreparedMessage does, without formatting a debug line per send
+                # (autobahn builds its arguments even when debug is off): a complete frame,
+                # written whole, so it never splits another.
+                self._transport.write(prepared.payloadHybi)
             return
         await self.base_send({"type": "websocket.send", "text": frame.text})
 

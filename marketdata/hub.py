@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
@@ -69,7 +69,7 @@ class Frame:
     def __init__(self, text: str) -> None:
         self.text = text
         self.data = text.encode()
-        self.prepared: object | None = None
+        self.prepared: Any = None
 
 
 class Subscriber(Protocol):

@@ -270,3 +270,53 @@ def test_candles_from_known_trades_live_and_from_history(stack, market):
 
         wait_for(stored, 10, f"stored {interval} bars equal to the trades'")
     watcher.close()
+
+
+@pytest.mark.browser
+def test_the_browser_library_holds_the_engines_book_on_the_real_stack(stack, market, browser_page):
+    instrument, alice, bob = market
+    page = browser_page
+    page.goto(stack.url + "/")
+    # the page's own module, on the page's own origin
+    page.evaluate(
+        """async ([channel, depth]) => {
+            const { MarketStream } = await import("/static/js/marketstream.js");
+            window.gaps = 0;
+            const market = new MarketStream({ onGap: () => { window.gaps += 1; } });
+            market.start();
+            window.book = market.subscribe(channel, { depth });
+            window.market = market;
+        }""",
+        [f"book.{instrument.symbol}", DEPTH],
+    )
+
+    def shown() -> tuple[list, list] | None:
+        state = page.evaluate("() => window.book.status === 'live' ? window.book.levels() : null")
+        if state is None:
+            return None
+        return (
+            [(Decimal(p), Decimal(q)) for p, q in state["bids"]],
+            [(Decimal(p), Decimal(q)) for p, q in state["asks"]],
+        )
+
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.on("pageerror", lambda error: console.append(str(error)))
+    try:
+        wait_for(lambda: shown() is not None, 10, "the book's snapshot in the page")
+    except AssertionError:
+        health = page.evaluate("() => JSON.stringify(window.market.health())")
+        raise AssertionError(f"{health} {console} {stack.logs()}") from None
+    settled(seeded_orders(instrument, (alice, bob), 60, seed=21), timeout_s=60)
+    wait_for(lambda: shown() == engine_top(instrument), 20, "the page's book = the engine's")
+    # across a restart of the stream worker too
+    stack.stream.stop()
+    settled(seeded_orders(instrument, (alice, bob), 30, seed=22), timeout_s=60)
+    stack.stream = stack.start_stream()
+    settled(seeded_orders(instrument, (alice, bob), 30, seed=23), timeout_s=60)
+    wait_for(
+        lambda: shown() == engine_top(instrument),
+        30,
+        f"the page's book after a restart{stack.logs()}",
+    )
+    assert page.evaluate("() => window.gaps") == 0

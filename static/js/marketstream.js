@@ -119,7 +119,8 @@ export class ChannelState {
     try {
       ensure(message.type === "snapshot" || message.type === "update", "type");
       ensure(isSeq(message.seq), "seq");
-      ensure(message.ts === undefined || Number.isFinite(message.ts), "ts");
+      // null: a snapshot of a channel with no event yet (a book nobody has traded in)
+      ensure(message.ts == null || Number.isFinite(message.ts), "ts");
       ensure(isObject(message.data), "data");
       const verdict = this.check(message);
       if (verdict !== "ok") return verdict;
