@@ -26,7 +26,11 @@ from tredye import kafka
 
 def active_instruments() -> list[Instrument]:
     """Return the instruments that have a reference price: every one not closed."""
-    return list(Instrument.objects.exclude(status=Instrument.Status.CLOSED).order_by("symbol"))
+    return list(
+        Instrument.objects.exclude(status=Instrument.Status.CLOSED)
+        .select_related("base", "quote")
+        .order_by("symbol")
+    )
 
 
 def active_symbols() -> set[str]:

@@ -5,7 +5,7 @@ import re
 import redis
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -14,6 +14,7 @@ from marketdata import candle_store, selectors
 from marketdata.candles import INTERVALS, bar_message, bucket_start
 from trading.messages import book_snapshot_message, epoch_ms, public_trade_message
 from trading.models import Instrument
+from trading.units import plain
 from tredye.api import BadRequest, api_view, error_response
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,36 @@ def watchlist(request: HttpRequest) -> HttpResponse:
             "snapshot_url": reverse("marketdata:tickers"),
             "poll_ms": round(settings.STREAM_FALLBACK_POLL_S * 1000),
         },
+    )
+
+
+def trade(request: HttpRequest, symbol: str) -> HttpResponse:
+    """The trading screen of one instrument: the book, the tape, the order ticket and (signed
+    in) the trader's open orders, balances and positions, all live from the stream."""
+    instruments = selectors.active_instruments()
+    current = next((i for i in instruments if i.symbol == symbol), None)
+    if current is None:
+        raise Http404(f"no listed instrument {symbol[:32]!r}")
+    markets = [
+        {
+            "symbol": i.symbol,
+            "name": i.name,
+            "status": i.status,
+            "base": i.base.code,
+            "quote": i.quote.code,
+            "tick_size": plain(i.tick_size),
+            "lot_size": plain(i.lot_size),
+            "min_quantity": plain(i.min_quantity),
+            "max_quantity": plain(i.max_quantity),
+            "maker_fee_rate": plain(i.maker_fee_rate),
+            "taker_fee_rate": plain(i.taker_fee_rate),
+        }
+        for i in instruments
+    ]
+    return render(
+        request,
+        "marketdata/trade.html",
+        {"instrument": current, "instruments": instruments, "markets": markets},
     )
 
 

@@ -19,6 +19,9 @@ from urllib.parse import urlparse
 
 from websockets.sync.client import ClientConnection, connect
 
+from testing.helpers import daphne_command, manage, wait_for_http
+from tredye.devbroker import free_port
+
 
 class ChannelView:
     """What a client holds of one channel."""
@@ -181,3 +184,23 @@ class StreamTestClient:
                 view.bars[(bar["interval"], bar["start"])] = bar
         else:
             view.latest = data
+
+
+class Stack:
+    """Daphne and the stream worker as child processes on one topic prefix (the order path's
+    relay and matcher run on it already: the `order_path` fixture), for end-to-end tests."""
+
+    def __init__(self, start, prefix: str) -> None:  # noqa: ANN001 - the process starter
+        self.start = start
+        self.env = {"KAFKA_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO"}
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.daphne = start("daphne", *daphne_command(port), env=self.env)
+        self.stream = self.start_stream()
+        wait_for_http(f"{self.url}/healthz", 30, self.daphne.popen)
+
+    def start_stream(self):  # noqa: ANN201
+        return self.start("stream", *manage("run_stream"), env=self.env)
+
+    def logs(self) -> str:
+        return f"\n--- daphne\n{self.daphne.output()}\n--- stream\n{self.stream.output()}"

@@ -6,6 +6,7 @@ from tredye import health, metrics
 
 urlpatterns = [
     path("", marketdata_views.watchlist, name="watchlist"),
+    path("trade/<str:symbol>/", marketdata_views.trade, name="trade"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),

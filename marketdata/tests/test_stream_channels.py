@@ -16,45 +16,13 @@ from django.conf import settings
 from django.test import Client
 
 from marketdata.selectors import book_snapshot
-from testing.helpers import daphne_command, manage, place, settled, wait_for, wait_for_http
+from testing.helpers import place, settled, wait_for
 from testing.stream_client import StreamTestClient
 from trading.models import Order, Trade
-from tredye.devbroker import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DEPTH = 10
-
-
-class Stack:
-    def __init__(self, start, prefix: str) -> None:  # noqa: ANN001 - the process starter
-        self.start = start
-        self.env = {"KAFKA_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO"}
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.daphne = start("daphne", *daphne_command(port), env=self.env)
-        self.stream = self.start_stream()
-        wait_for_http(f"{self.url}/healthz", 30, self.daphne.popen)
-
-    def start_stream(self):  # noqa: ANN201
-        return self.start("stream", *manage("run_stream"), env=self.env)
-
-    def logs(self) -> str:
-        return f"\n--- daphne\n{self.daphne.output()}\n--- stream\n{self.stream.output()}"
-
-
-@pytest.fixture
-def market(make_instrument, make_account, make_asset):
-    instrument = make_instrument(price="100.00")
-    usd = make_asset("USD")
-    base = instrument.base
-    funds = {usd: "10000000", base: "100000"}
-    return instrument, make_account(funds=funds), make_account(funds=funds)
-
-
-@pytest.fixture
-def stack(order_path: str, start_test_process, market) -> Stack:
-    return Stack(start_test_process, order_path)
 
 
 def engine_top(instrument) -> tuple[list, list]:  # noqa: ANN001

@@ -1,9 +1,8 @@
 // The watchlist: one row per instrument, cells flash when their value changes.
+import { showConnection, showPlatformStatus } from "./status.js";
 import { StreamClient } from "./stream.js";
 
 const table = document.getElementById("watchlist");
-const indicator = document.getElementById("connection");
-const platformStatus = document.getElementById("platform-status");
 const staleAfterMs = Number(document.body.dataset.staleAfter || 5) * 1000;
 const pollMs = Number(table.dataset.pollMs || 2000);
 const rows = new Map(
@@ -43,28 +42,6 @@ function render(messages) {
   }
 }
 
-function showState(state) {
-  indicator.dataset.state = state;
-  indicator.querySelector(".label").textContent = state;
-}
-
-function showStatus(status) {
-  const problems = [];
-  if (status.live === "down" || status.redis === "down") {
-    // What the stream worker reports cannot be read then: say only how prices arrive now.
-    problems.push(`Live stream unavailable — prices refresh every ${pollMs / 1000} s`);
-  } else if (status.stream === "down") {
-    problems.push("price stream offline");
-  }
-  if (status.kafka === "down") problems.push("event bus unreachable");
-  else if (status.feed === "stale") problems.push("prices stale");
-  // Parts the platform reports degraded, in its own words ("Orders are queued: …").
-  for (const part of status.degraded || []) problems.push(part.message);
-  platformStatus.hidden = problems.length === 0;
-  platformStatus.textContent = problems.join(" · ");
-  document.body.classList.toggle("degraded", problems.length > 0);
-}
-
 // Rows with no update for a while are marked stale instead of pretending to be live.
 setInterval(() => {
   const now = performance.now();
@@ -74,8 +51,8 @@ setInterval(() => {
 const client = new StreamClient({
   path: document.body.dataset.wsPath,
   onMessages: render,
-  onState: showState,
-  onStatus: showStatus,
+  onState: showConnection,
+  onStatus: (status) => showPlatformStatus(status, { pollMs }),
   staleAfterMs,
   fallback: table.dataset.snapshotUrl ? { url: table.dataset.snapshotUrl, intervalMs: pollMs } : null,
 });

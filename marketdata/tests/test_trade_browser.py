@@ -1,0 +1,100 @@
+"""The trading screen in real Chromium on the real stack (relay, matcher, stream worker,
+daphne), driven as a trader would: log in, place, see, cancel, fill."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from testing.factories import TEST_PASSWORD
+from testing.helpers import place, settled
+from testing.stream_client import Stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def log_in(page, stack: Stack, username: str, symbol: str) -> None:  # noqa: ANN001 - a Page
+    page.goto(f"{stack.url}/accounts/login/?next=/trade/{symbol}/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("#login-form button[type=submit]")
+    expect(page).to_have_url(f"{stack.url}/trade/{symbol}/")
+    page.wait_for_function(
+        "s => window.tredyeMarket && window.tredyeMarket.channel(`book.${s}`)?.status === 'live'"
+        " && window.tredyeMarket.channel('orders')?.status === 'live'",
+        arg=symbol,
+    )
+
+
+def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
+    stack, market, browser_page
+):
+    instrument, alice, bob = market
+    symbol = instrument.symbol
+    page = browser_page
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # given bob's ask resting in the book
+    settled(place(bob, instrument, "sell", "5", price="101.00"))
+    log_in(page, stack, alice.user.username, symbol)
+    ask = page.locator('#asks tr[data-price="101"]')
+    expect(ask).to_be_visible()
+    expect(ask.locator("td").nth(1)).to_have_text("5")
+
+    # when alice places a limit buy with the mouse
+    page.click("#ticket-price")
+    page.fill("#ticket-price", "99.50")
+    page.fill("#ticket-quantity", "2")
+    expect(page.locator("#estimate-cost")).to_have_text("199.00 USD")
+    page.click("#ticket-submit")
+    # then it is in her open orders and marked on the ladder at its price
+    first = page.locator('#open-orders tr[data-status="new"]')
+    expect(first).to_have_count(1)
+    expect(first.locator("td").nth(3)).to_have_text("99.5")
+    expect(page.locator('#bids tr[data-price="99.5"]')).to_have_class(re.compile(r"\bown\b"))
+
+    # and with the keyboard: type the price, tab to the quantity, press Enter
+    page.focus("#ticket-price")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("99.40")
+    page.keyboard.press("Tab")
+    page.keyboard.type("1")
+    page.keyboard.press("Enter")
+    expect(page.locator('#open-orders tr[data-status="new"]')).to_have_count(2)
+    expect(page.locator('#bids tr[data-price="99.4"]')).to_be_visible()
+
+    # when she cancels one, then cancels all
+    page.locator('#open-orders tr:has(td:text-is("99.4")) button.cancel').click()
+    expect(page.locator("#open-orders tr")).to_have_count(1)
+    expect(page.locator('#bids tr[data-price="99.4"]')).to_have_count(0)
+    page.click("#cancel-all")
+    expect(page.locator("#open-orders tr")).to_have_count(0)
+
+    # an order off the tick is stopped before it is sent, with the reason at the price
+    page.fill("#ticket-price", "99.555")
+    page.fill("#ticket-quantity", "1")
+    page.click("#ticket-submit")
+    expect(page.locator("#error-price")).to_contain_text("multiple of the tick size 0.01")
+    # one the server refuses shows its words at the field concerned (insufficient funds)
+    page.fill("#ticket-price", "100.00")
+    page.fill("#ticket-quantity", "900000")
+    page.click("#ticket-submit")
+    expect(page.locator("#error-quantity")).to_contain_text("Not enough funds")
+    expect(page.locator("#error-quantity")).to_contain_text("USD needed")
+    expect(page.locator("#error-price")).to_be_empty()
+
+    # when a marketable buy crosses bob's ask
+    page.fill("#ticket-price", "101.00")
+    page.fill("#ticket-quantity", "2")
+    page.click("#ticket-submit")
+    # then, without a reload: the trade on the tape, the ask shrunk, her position and balance
+    expect(page.locator("#tape tr").first.locator("td").nth(1)).to_have_text("101")
+    expect(page.locator("#tape tr").first).to_have_class(re.compile(r"\bup\b"))
+    expect(ask.locator("td").nth(1)).to_have_text("3")
+    position = page.locator(f'#positions tr[data-symbol="{symbol}"]')
+    expect(position.locator("td").nth(1)).to_have_text("2")
+    base = page.locator(f'#balances tr[data-asset="{instrument.base.code}"]')
+    expect(base.locator("td").nth(3)).not_to_have_text("0")  # pending until settlement
+    assert errors == []

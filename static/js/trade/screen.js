@@ -1,0 +1,192 @@
+// The trading screen: the book ladder, the tape, the markets list, and (signed in) the order
+// ticket, open orders, positions and balances, all from one MarketStream (marketstream.js).
+// Each panel redraws at most once per animation frame (the library batches its callbacks).
+
+import { MarketStream } from "../marketstream.js";
+import { showConnection, showPlatformStatus } from "../status.js";
+import { Ticket } from "./ticket.js";
+
+const root = document.getElementById("trade");
+const symbol = root.dataset.symbol;
+const signedIn = root.dataset.signedIn === "true";
+const markets = new Map(
+  JSON.parse(document.getElementById("markets-data").textContent).map((m) => [m.symbol, m]),
+);
+const market = markets.get(symbol);
+const DEPTH = 20;
+
+const stream = new MarketStream({
+  path: document.body.dataset.wsPath,
+  onState: showConnection,
+  onStatus: (status) => showPlatformStatus(status),
+});
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function row(cells, attributes = {}) {
+  const tr = document.createElement("tr");
+  tr.append(...cells);
+  for (const [name, value] of Object.entries(attributes)) tr.setAttribute(name, value);
+  return tr;
+}
+
+// -- the ladder ----------------------------------------------------------------------------
+const asksBody = document.getElementById("asks");
+const bidsBody = document.getElementById("bids");
+const spreadCell = document.getElementById("spread");
+let ownPrices = { buy: new Set(), sell: new Set() }; // the trader's resting orders here
+
+function ladderRows(levels, side, maxTotal) {
+  let total = 0;
+  return levels.map(([price, size]) => {
+    total += Number(size); // drawing only: the bar's width
+    const tr = row(
+      [cell(price, "num price"), cell(size, "num"), cell(String(+total.toFixed(10)), "num")],
+      { "data-price": price, "data-side": side, tabindex: "0" },
+    );
+    tr.style.setProperty("--depth", `${Math.min(100, (total / maxTotal) * 100).toFixed(1)}%`);
+    if (ownPrices[side === "bid" ? "buy" : "sell"].has(price)) tr.classList.add("own");
+    return tr;
+  });
+}
+
+function drawBook(book) {
+  const { bids, asks } = book.levels(DEPTH);
+  const sum = (levels) => levels.reduce((total, [, size]) => total + Number(size), 0);
+  const maxTotal = Math.max(sum(bids), sum(asks), 1e-12);
+  // Asks above the spread, best (lowest) nearest to it.
+  asksBody.replaceChildren(...ladderRows(asks, "ask", maxTotal).reverse());
+  bidsBody.replaceChildren(...ladderRows(bids, "bid", maxTotal));
+  spreadCell.textContent =
+    bids.length && asks.length
+      ? `spread ${+(Number(asks[0][0]) - Number(bids[0][0])).toFixed(10)}`
+      : "no two-sided market";
+  root.dataset.bookSeq = String(book.seq);
+}
+
+for (const body of [asksBody, bidsBody]) {
+  const pick = (event) => {
+    const tr = event.target.closest("tr[data-price]");
+    if (tr) ticket?.pickPrice(tr.dataset.price, tr.dataset.side === "ask" ? "buy" : "sell");
+  };
+  body.addEventListener("click", pick);
+  body.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") pick(event);
+  });
+}
+
+// -- the tape ------------------------------------------------------------------------------
+const tapeBody = document.getElementById("tape");
+
+function drawTape(tape) {
+  const time = (ts) => new Date(ts).toLocaleTimeString([], { hour12: false });
+  tapeBody.replaceChildren(
+    ...[...tape.trades].reverse().map((trade) =>
+      row([cell(time(trade.ts)), cell(trade.price, "num"), cell(trade.quantity, "num")], {
+        class: trade.aggressor === "buy" ? "up" : "down",
+        "data-seq": String(trade.seq),
+      }),
+    ),
+  );
+}
+
+// -- the markets list ------------------------------------------------------------------------
+for (const link of document.querySelectorAll("#markets a[data-symbol]")) {
+  stream.subscribe(`ticker.${link.dataset.symbol}`, {
+    onChange: (state) => {
+      const last = state.ticker?.last_trade ?? state.ticker?.last;
+      if (last) link.querySelector('[data-field="last"]').textContent = last;
+    },
+  });
+}
+
+stream.subscribe(`book.${symbol}`, { depth: DEPTH, onChange: drawBook });
+stream.subscribe(`trades.${symbol}`, { onChange: drawTape });
+
+// -- the trader's own -----------------------------------------------------------------------
+let ticket = null;
+
+if (signedIn) {
+  const openBody = document.getElementById("open-orders");
+  const positionsBody = document.getElementById("positions");
+  const balancesBody = document.getElementById("balances");
+  const balances = new Map();
+  ticket = new Ticket(document.getElementById("ticket"), {
+    market,
+    ordersUrl: root.dataset.ordersUrl,
+    available: (asset) => balances.get(asset)?.available ?? null,
+  });
+
+  stream.subscribe("orders", {
+    onChange: (state) => {
+      const open = [...state.open.values()].sort((a, b) => b.id - a.id);
+      ownPrices = { buy: new Set(), sell: new Set() };
+      for (const order of open) {
+        if (order.symbol === symbol && order.price) ownPrices[order.side].add(order.price);
+      }
+      openBody.replaceChildren(
+        ...open.map((order) => {
+          const cancel = document.createElement("button");
+          cancel.type = "button";
+          cancel.className = "link-button cancel";
+          cancel.textContent = "Cancel";
+          cancel.setAttribute("aria-label", `Cancel order ${order.id}`);
+          cancel.addEventListener("click", () => ticket.cancel(order.id));
+          const actions = document.createElement("td");
+          actions.append(cancel);
+          return row(
+            [
+              cell(order.symbol),
+              cell(order.side, order.side === "buy" ? "up" : "down"),
+              cell(order.type),
+              cell(order.price ?? "market", "num"),
+              cell(order.quantity, "num"),
+              cell(order.filled_quantity, "num"),
+              cell(order.status === "pending_new" ? "queued" : order.status),
+              actions,
+            ],
+            { "data-order-id": String(order.id), "data-status": order.status },
+          );
+        }),
+      );
+      const book = stream.channel(`book.${symbol}`);
+      if (book?.status === "live") drawBook(book);
+    },
+  });
+  document.getElementById("cancel-all").addEventListener("click", () => ticket.cancelAll());
+
+  stream.subscribe("positions", {
+    onChange: (state) => {
+      positionsBody.replaceChildren(
+        ...[...state.rows.values()].map((p) =>
+          row(
+            [cell(p.symbol), cell(p.quantity, "num"), cell(p.average_cost, "num"),
+             cell(p.realized_pnl, "num")],
+            { "data-symbol": p.symbol },
+          ),
+        ),
+      );
+    },
+  });
+  stream.subscribe("balances", {
+    onChange: (state) => {
+      balances.clear();
+      for (const b of state.rows.values()) balances.set(b.asset, b);
+      balancesBody.replaceChildren(
+        ...[...state.rows.values()].map((b) =>
+          row([cell(b.asset), cell(b.available, "num"), cell(b.held, "num"), cell(b.pending, "num")],
+            { "data-asset": b.asset }),
+        ),
+      );
+      ticket.refresh();
+    },
+  });
+}
+
+stream.start();
+window.tredyeMarket = stream; // for the console and the browser tests
