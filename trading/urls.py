@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/orders/cancel-all/", views.cancel_all, name="cancel_all"),
     path("api/orders/<str:order_id>/", views.order_detail, name="order_detail"),
     path("api/orders/<str:order_id>/cancel/", views.order_cancel, name="order_cancel"),
+    path("api/orders/<str:order_id>/replace/", views.order_replace, name="order_replace"),
     path("api/trades/", views.trades, name="trades"),
     path("api/positions/", views.positions, name="positions"),
     # last: any other API path is a JSON 404 (tredye.api.api_not_found)

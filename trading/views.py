@@ -32,6 +32,7 @@ from tredye.api import (
     json_body,
 )
 
+REPLACE_FIELDS = {"quantity", "price"}
 PLACE_FIELDS = {
     "symbol",
     "client_order_id",
@@ -97,13 +98,8 @@ def orders(request: HttpRequest, account: Account) -> JsonResponse:
         rows = selectors.order_list(account=account, open_only=open_only)
         return JsonResponse({"orders": [order_message(order) for order in rows]})
     body = json_body(request)
-    unknown = set(body) - PLACE_FIELDS
-    if unknown:
-        names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
-        return error_response("unknown_field", f"unknown field(s): {names}")
-    for name in ("quantity", "price", "stop_price"):
-        if isinstance(body.get(name), float | int) and not isinstance(body.get(name), bool):
-            return error_response(f"invalid_{name}", f'{name} must be a decimal string, e.g. "1.5"')
+    if (refused := _refused_fields(body, PLACE_FIELDS)) is not None:
+        return refused
     # The service validates whatever the JSON holds, a missing field (None) too.
     order = services.order_place(
         account=account,
@@ -120,6 +116,19 @@ def orders(request: HttpRequest, account: Account) -> JsonResponse:
     return JsonResponse({"order": order_message(order)}, status=201)
 
 
+def _refused_fields(body: dict, allowed: set[str]) -> JsonResponse | None:
+    """The error for a field the endpoint does not take, or a number sent as a JSON number
+    (money and sizes travel as decimal strings); None when the body's fields are acceptable."""
+    unknown = set(body) - allowed
+    if unknown:
+        names = ", ".join(sorted(repr(name)[:40] for name in unknown)[:5])
+        return error_response("unknown_field", f"unknown field(s): {names}")
+    for name in ("quantity", "price", "stop_price"):
+        if isinstance(body.get(name), float | int) and not isinstance(body.get(name), bool):
+            return error_response(f"invalid_{name}", f'{name} must be a decimal string, e.g. "1.5"')
+    return None
+
+
 def _order_id(raw: str) -> int | None:
     """The order id in a URL (ASCII digits; '²'.isdigit() is true too), or None."""
     return int(raw) if ORDER_ID.fullmatch(raw) else None
@@ -133,6 +142,22 @@ def order_cancel(request: HttpRequest, account: Account, order_id: str) -> JsonR
         account=account,
         order_id=_order_id(order_id),
         quantity=body.get("quantity"),
+    )
+    return JsonResponse({"order": order_message(order)}, status=202)
+
+
+@trader_view("POST", entry=True)
+def order_replace(request: HttpRequest, account: Account, order_id: str) -> JsonResponse:
+    """Amend a resting limit order: `{"quantity": total, "price": new limit}` (price optional).
+    The matcher applies it in its place in the book's sequence (202, like a cancel)."""
+    body = json_body(request)
+    if (refused := _refused_fields(body, REPLACE_FIELDS)) is not None:
+        return refused
+    order = services.order_replace(
+        account=account,
+        order_id=_order_id(order_id) or 0,
+        quantity=body.get("quantity"),
+        price=body.get("price"),
     )
     return JsonResponse({"order": order_message(order)}, status=202)
 

@@ -55,6 +55,17 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     expect(first.locator("td").nth(3)).to_have_text("99.5")
     expect(page.locator('#bids tr[data-price="99.5"]')).to_have_class(re.compile(r"\bown\b"))
 
+    # when she amends it: a new price and quantity, in place
+    first.locator("button.amend").click()
+    first.locator('input[name="price"]').fill("99.60")
+    first.locator('input[name="quantity"]').fill("3")
+    first.locator("button.save").click()
+    # then the order and the ladder show the amended order (the matcher applied the replace)
+    expect(first.locator("td").nth(3)).to_have_text("99.6")
+    expect(first.locator("td").nth(4)).to_have_text("3")
+    expect(page.locator('#bids tr[data-price="99.6"]')).to_have_class(re.compile(r"\bown\b"))
+    expect(page.locator('#bids tr[data-price="99.5"]')).to_have_count(0)
+
     # and with the keyboard: type the price, tab to the quantity, press Enter
     page.focus("#ticket-price")
     page.keyboard.press("Control+A")

@@ -105,7 +105,7 @@ def order_replace(
     *,
     account: Account,
     order_id: int,
-    quantity: Decimal | str,
+    quantity: Decimal | str | None,
     price: Decimal | str | None = None,
 ) -> Order:
     """Ask the matcher to change a live order's total quantity and limit price.

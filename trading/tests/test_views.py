@@ -166,3 +166,32 @@ def test_login_and_csrf_are_required(alice, market):
         "/trading/api/orders/", "{}", content_type="application/json"
     )
     assert response.status_code == 403
+
+
+def test_replace_is_refused_for_a_pending_order_a_stranger_and_bad_fields(
+    alice, make_account, market
+):
+    order = order_place(
+        account=alice,
+        symbol=market.symbol,
+        client_order_id="amend-me",
+        side="buy",
+        quantity="2",
+        price="10.00",
+    )
+    url = f"/trading/api/orders/{order.pk}/replace/"
+    mallory = client_for(make_account(funds={market.quote: "10"}))
+    before = snapshot()
+    owner = client_for(alice)
+    # not in the book yet (no matcher here): the matcher must accept it first
+    status, body = post(owner, url, {"quantity": "3", "price": "10.01"})
+    assert (status, body["error"]["code"]) == (409, "order_pending")
+    # fields the endpoint does not take, and numbers that are not decimal strings
+    status, body = post(owner, url, {"quantity": "3", "side": "sell"})
+    assert (status, body["error"]["code"]) == (400, "unknown_field")
+    status, body = post(owner, url, {"quantity": 3})
+    assert (status, body["error"]["code"]) == (400, "invalid_quantity")
+    # another account's order is unknown to a stranger
+    status, body = post(mallory, url, {"quantity": "3"})
+    assert (status, body["error"]["code"]) == (404, "unknown_order")
+    assert snapshot() == before

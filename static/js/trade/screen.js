@@ -4,6 +4,7 @@
 
 import { MarketStream } from "../marketstream.js";
 import { showConnection, showPlatformStatus } from "../status.js";
+import { OpenOrders } from "./orders.js";
 import { Ticket } from "./ticket.js";
 
 const root = document.getElementById("trade");
@@ -121,6 +122,7 @@ if (signedIn) {
     ordersUrl: root.dataset.ordersUrl,
     available: (asset) => balances.get(asset)?.available ?? null,
   });
+  const openOrders = new OpenOrders(openBody, { ticket });
 
   stream.subscribe("orders", {
     onChange: (state) => {
@@ -129,31 +131,7 @@ if (signedIn) {
       for (const order of open) {
         if (order.symbol === symbol && order.price) ownPrices[order.side].add(order.price);
       }
-      openBody.replaceChildren(
-        ...open.map((order) => {
-          const cancel = document.createElement("button");
-          cancel.type = "button";
-          cancel.className = "link-button cancel";
-          cancel.textContent = "Cancel";
-          cancel.setAttribute("aria-label", `Cancel order ${order.id}`);
-          cancel.addEventListener("click", () => ticket.cancel(order.id));
-          const actions = document.createElement("td");
-          actions.append(cancel);
-          return row(
-            [
-              cell(order.symbol),
-              cell(order.side, order.side === "buy" ? "up" : "down"),
-              cell(order.type),
-              cell(order.price ?? "market", "num"),
-              cell(order.quantity, "num"),
-              cell(order.filled_quantity, "num"),
-              cell(order.status === "pending_new" ? "queued" : order.status),
-              actions,
-            ],
-            { "data-order-id": String(order.id), "data-status": order.status },
-          );
-        }),
-      );
+      openOrders.show(open);
       const book = stream.channel(`book.${symbol}`);
       if (book?.status === "live") drawBook(book);
     },
