@@ -129,10 +129,14 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT: Path | None = BASE_DIR / "var" / "staticfiles"
 # npm packages (chart library and the like) are installed at setup, never committed.
 NODE_MODULES_DIR = BASE_DIR / "node_modules"
+# The chart library's builds, as static/vendor/lightweight-charts/ (package.json pins it).
+STATICFILES_DIRS: list[Path | tuple[str, Path]] = [
+    BASE_DIR / "static",
+    ("vendor/lightweight-charts", NODE_MODULES_DIR / "lightweight-charts" / "dist"),
+]
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
