@@ -382,14 +382,16 @@ class MarketState:
     def _drain_tickers(self, messages: dict[str, str], snapshots: dict[str, str]) -> None:
         for symbol in self.venue_dirty:
             channel = f"ticker.{symbol}"
+            if channel in self.conflator:
+                continue  # a new tick is going anyway
             tick = self.ticks.get(symbol)
-            if tick is None or channel in self.conflator:
-                continue  # no reference price yet, or a new tick is going anyway
             state = self.symbols.get(symbol)
-            ts = max(
-                tick[0], (state.venue_ts or 0) if state else 0, (state.book_ts or 0) if state else 0
-            )
-            self.conflator.add(channel, ts=ts, data=tick[1])
+            venue_ts = max(state.venue_ts or 0, state.book_ts or 0) if state else 0
+            if tick is not None:
+                self.conflator.add(channel, ts=max(tick[0], venue_ts), data=tick[1])
+            elif venue_ts:
+                # No reference tick yet (no feed): this venue's side of the ticker alone.
+                self.conflator.add(channel, ts=venue_ts, data={"symbol": symbol})
         self.venue_dirty.clear()
         now = timezone.now()
         for channel, message in self.conflator.drain().items():

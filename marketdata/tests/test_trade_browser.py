@@ -106,6 +106,13 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     expect(ask.locator("td").nth(1)).to_have_text("3")
     position = page.locator(f'#positions tr[data-symbol="{symbol}"]')
     expect(position.locator("td").nth(1)).to_have_text("2")
+    expect(position.locator("td").nth(3)).to_have_text("101")  # marked to the last trade
+    expect(position.locator("td").nth(4)).to_have_text(re.compile(r"^-?\d+\.\d{2}$"))
+    fill = page.locator("#fills tr").first
+    expect(fill.locator("td").nth(3)).to_have_text("101")
+    expect(fill.locator("td").nth(4)).to_have_text("2")
+    expect(page.locator('#order-history tr[data-status="filled"]')).to_have_count(1)
+    expect(page.locator('#order-history tr[data-status="canceled"]')).to_have_count(2)
     base = page.locator(f'#balances tr[data-asset="{instrument.base.code}"]')
     expect(base.locator("td").nth(3)).not_to_have_text("0")  # pending until settlement
     assert errors == []

@@ -27,6 +27,7 @@ function render(messages) {
     lastUpdate.set(row, now);
     row.classList.remove("stale");
     for (const field of FIELDS) {
+      if (data[field] == null) continue; // no reference tick yet: this venue's side only
       const cell = row.querySelector(`[data-field="${field}"]`);
       const text = field === "change_pct" ? `${data[field]}%` : data[field];
       if (cell.textContent === text) continue;

@@ -4,6 +4,8 @@
 
 import { MarketStream } from "../marketstream.js";
 import { showConnection, showPlatformStatus } from "../status.js";
+import { format, multiply, parse } from "./decimal.js";
+import { History } from "./history.js";
 import { OpenOrders } from "./orders.js";
 import { Ticket } from "./ticket.js";
 
@@ -123,9 +125,16 @@ if (signedIn) {
     available: (asset) => balances.get(asset)?.available ?? null,
   });
   const openOrders = new OpenOrders(openBody, { ticket });
+  const history = new History({
+    ordersBody: document.getElementById("order-history"),
+    fillsBody: document.getElementById("fills"),
+    ordersUrl: root.dataset.ordersUrl,
+    tradesUrl: root.dataset.tradesUrl,
+  });
 
   stream.subscribe("orders", {
-    onChange: (state) => {
+    onChange: (state, changes) => {
+      if (changes) history.apply(changes);
       const open = [...state.open.values()].sort((a, b) => b.id - a.id);
       ownPrices = { buy: new Set(), sell: new Set() };
       for (const order of open) {
@@ -138,19 +147,48 @@ if (signedIn) {
   });
   document.getElementById("cancel-all").addEventListener("click", () => ticket.cancelAll());
 
+  // Positions marked to this venue's last trade (the reference price before any trade).
+  let positionRows = [];
+  const mark = (sym) => {
+    const ticker = stream.channel(`ticker.${sym}`)?.ticker;
+    return ticker?.last_trade ?? ticker?.reference ?? null;
+  };
+  const drawPositions = () => {
+    positionsBody.replaceChildren(
+      ...positionRows.map((p) => {
+        const price = mark(p.symbol);
+        const quantity = parse(p.quantity.replace("-", ""));
+        const signed = p.quantity.startsWith("-") ? -1n : 1n;
+        let unrealised = "—";
+        if (price && quantity && parse(p.average_cost)) {
+          // (mark - average cost) x quantity, exact: scaled integers, never floats
+          const m = parse(price);
+          const a = parse(p.average_cost);
+          const scale = Math.max(m.scale, a.scale);
+          const diff = {
+            units: (m.units * 10n ** BigInt(scale - m.scale) - a.units * 10n ** BigInt(scale - a.scale)) * signed,
+            scale,
+          };
+          const negative = diff.units < 0n;
+          const value = multiply({ units: negative ? -diff.units : diff.units, scale }, quantity);
+          unrealised = `${negative ? "-" : ""}${format(value, 2)}`;
+        }
+        return row(
+          [cell(p.symbol), cell(p.quantity, "num"), cell(p.average_cost, "num"), cell(price ?? "—", "num"),
+           cell(unrealised, `num pnl ${unrealised.startsWith("-") ? "down" : "up"}`), cell(p.realized_pnl, "num")],
+          { "data-symbol": p.symbol },
+        );
+      }),
+    );
+  };
   stream.subscribe("positions", {
     onChange: (state) => {
-      positionsBody.replaceChildren(
-        ...[...state.rows.values()].map((p) =>
-          row(
-            [cell(p.symbol), cell(p.quantity, "num"), cell(p.average_cost, "num"),
-             cell(p.realized_pnl, "num")],
-            { "data-symbol": p.symbol },
-          ),
-        ),
-      );
+      positionRows = [...state.rows.values()];
+      drawPositions();
     },
   });
+  setInterval(drawPositions, 1000); // the mark moves with the tickers
+  history.load();
   stream.subscribe("balances", {
     onChange: (state) => {
       balances.clear();
