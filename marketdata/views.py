@@ -70,7 +70,12 @@ def trade(request: HttpRequest, symbol: str) -> HttpResponse:
     return render(
         request,
         "marketdata/trade.html",
-        {"instrument": current, "instruments": instruments, "markets": markets},
+        {
+            "instrument": current,
+            "instruments": instruments,
+            "markets": markets,
+            "intervals": list(INTERVALS),
+        },
     )
 
 

@@ -10,9 +10,8 @@ import pytest
 from django.test import Client
 from playwright.sync_api import expect
 
-from testing.helpers import daphne_command, manage, place, settled, wait_for, wait_for_http
+from testing.helpers import place, settled, wait_for
 from trading.models import Trade
-from tredye.devbroker import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -35,34 +34,6 @@ MOUNT = """async ([symbol, interval]) => {
     window.chart = mountChart(element, { symbol, interval, market: window.market });
     await window.chart.ready();
 }"""
-
-
-class Stack:
-    """Daphne and the stream worker on the order path's topics (as test_stream_channels)."""
-
-    def __init__(self, start, prefix: str) -> None:  # noqa: ANN001 - the process starter
-        env = {"KAFKA_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO"}
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.daphne = start("daphne", *daphne_command(port), env=env)
-        self.stream = start("stream", *manage("run_stream"), env=env)
-        wait_for_http(f"{self.url}/healthz", 30, self.daphne.popen)
-
-    def logs(self) -> str:
-        return f"\n--- daphne\n{self.daphne.output()}\n--- stream\n{self.stream.output()}"
-
-
-@pytest.fixture
-def traders(make_instrument, make_account, make_asset):
-    """An instrument priced near 100.00 and two traders funded on both sides of it."""
-    instrument = make_instrument(price="100.00")
-    funds = {make_asset("USD"): "10000000", instrument.base: "100000"}
-    return instrument, make_account(funds=funds), make_account(funds=funds)
-
-
-@pytest.fixture
-def stack(order_path: str, start_test_process, traders) -> Stack:
-    return Stack(start_test_process, order_path)
 
 
 def trade(instrument, buyer, seller, price: str, quantity: str) -> None:  # noqa: ANN001
@@ -88,9 +59,9 @@ def drawn(bars: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def test_the_chart_shows_history_the_live_bar_fills_and_switches_interval(
-    stack, traders, browser_page
+    stack, market, browser_page
 ):
-    instrument, alice, bob = traders
+    instrument, alice, bob = market
     symbol = instrument.symbol
     known = [("100.50", "2"), ("101.25", "3"), ("99.75", "1")]
     for price, quantity in known:

@@ -116,3 +116,46 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     base = page.locator(f'#balances tr[data-asset="{instrument.base.code}"]')
     expect(base.locator("td").nth(3)).not_to_have_text("0")  # pending until settlement
     assert errors == []
+
+
+def test_the_screen_has_a_chart_shortcuts_help_themes_and_its_round_trip(
+    stack, market, browser_page
+):
+    instrument, alice, bob = market
+    symbol = instrument.symbol
+    page = browser_page
+    settled(place(bob, instrument, "sell", "3", price="100.50"))
+    settled(place(alice, instrument, "buy", "1", price="100.50"))
+    log_in(page, stack, alice.user.username, symbol)
+    # the chart, its licence's link, and the trader's own fill marked on it
+    expect(page.locator("#chart a", has_text="TradingView")).to_be_visible()
+    page.wait_for_function("() => window.tredyeChart.markers().length === 1")
+    # the server round trip and the freshest price's age are shown
+    expect(page.locator("#rtt")).to_have_text(re.compile(r"^\d+ ms$"), timeout=10000)
+    expect(page.locator("#price-age")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    # keyboard: S puts the ticket on the sell side with the cursor in the quantity
+    page.locator("body").press("s")
+    expect(page.locator('#ticket input[value="sell"]')).to_be_checked()
+    expect(page.locator("#ticket-quantity")).to_be_focused()
+    page.keyboard.type("1")
+    page.focus("#ticket-price")
+    page.keyboard.type("101.00")
+    page.keyboard.press("Enter")
+    expect(page.locator('#open-orders tr[data-status="new"]')).to_have_count(1)
+    # Shift+X cancels all of them
+    page.locator("#tape-title").click()  # out of the ticket: keys are shortcuts again
+    page.keyboard.press("Shift+X")
+    expect(page.locator("#open-orders tr")).to_have_count(0)
+    # ? lists the shortcuts, Esc closes the list
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    expect(page.locator("#shortcuts")).to_contain_text("Cancel all open orders")
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    # T switches between the dark and the light theme, and the choice is remembered
+    first = page.evaluate("() => document.documentElement.dataset.theme")
+    other = "light" if first == "dark" else "dark"
+    page.keyboard.press("t")
+    expect(page.locator("html")).to_have_attribute("data-theme", other)
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-theme", other)

@@ -451,7 +451,7 @@ function kindOf(channel) {
 export class MarketStream {
   // `client` is a StreamClient of one's own, for tests; by default one is made from the
   // options (`path`, `onState`, `onStatus`, `staleAfterMs`) and wired to this stream.
-  constructor({ path, onState, onStatus, onGap, onError, staleAfterMs, client } = {}) {
+  constructor({ path, onState, onStatus, onRtt, onGap, onError, staleAfterMs, client } = {}) {
     this.states = new Map(); // channel -> ChannelState
     this.callbacks = new Map(); // channel -> {onChange, onGap}
     this.onGap = onGap || (() => {});
@@ -465,6 +465,7 @@ export class MarketStream {
         path,
         staleAfterMs,
         onStatus,
+        onRtt,
         onRaw: (message) => this.receive(message),
         onOpen: () => this.resyncAll(),
         onState: (state) => {

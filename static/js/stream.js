@@ -17,6 +17,7 @@
 // reconnect; `resubscribe(channels)` asks for fresh snapshots of some channels only.
 
 const BACKOFF_BASE_MS = 500;
+const PING_EVERY_MS = 5000;
 const BACKOFF_CAP_MS = 15000;
 // The server's close code when this user or address has too many sockets open.
 const CLOSE_TOO_MANY_SOCKETS = 4429;
@@ -30,6 +31,7 @@ export class StreamClient {
     onOpen = null,
     onState,
     onStatus,
+    onRtt = null,
     staleAfterMs = 5000,
     fallback = null,
   }) {
@@ -37,6 +39,12 @@ export class StreamClient {
     this.onMessages = onMessages;
     this.onRaw = onRaw;
     this.onOpen = onOpen || (() => {});
+    // The server round trip, by a ping every PING_EVERY_MS while open (`rttMs`, `onRtt`).
+    this.onRtt = onRtt || (() => {});
+    this.rttMs = null;
+    this.pings = new Map(); // id -> when sent
+    this.pingId = 0;
+    this.lastPing = 0;
     this.onState = onState || (() => {});
     this.onStatus = onStatus || (() => {});
     this.staleAfterMs = staleAfterMs;
@@ -156,8 +164,17 @@ export class StreamClient {
     }
   }
 
+  ping() {
+    const id = ++this.pingId;
+    this.lastPing = performance.now();
+    this.pings.set(id, this.lastPing);
+    if (this.pings.size > 8) this.pings.delete(this.pings.keys().next().value);
+    this.send({ op: "ping", id });
+  }
+
   checkLiveness() {
     if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    if (performance.now() - this.lastPing > PING_EVERY_MS) this.ping();
     const silence = performance.now() - this.lastHeard;
     if (silence > this.heartbeatMs * 4) {
       this.socket.close(); // the server is gone without a close frame: start over
@@ -200,6 +217,15 @@ export class StreamClient {
       case "heartbeat":
         this.send({ op: "heartbeat" });
         break;
+      case "pong": {
+        const sent = this.pings.get(message.id);
+        if (sent !== undefined) {
+          this.pings.delete(message.id);
+          this.rttMs = performance.now() - sent;
+          this.onRtt(this.rttMs);
+        }
+        break;
+      }
       case "status":
         if (message.live === "down" || message.redis === "down") this.startPolling();
         else this.stopPolling();

@@ -47,6 +47,13 @@ export class History {
     }
   }
 
+  // This market's fills as the chart marks them: {price, quantity, side, ts}.
+  fillsOf(symbol) {
+    return [...this.fills.values()]
+      .filter((fill) => fill.symbol === symbol)
+      .map((fill) => ({ price: fill.price, quantity: fill.quantity, side: fill.side, ts: fill.at }));
+  }
+
   apply(changes) {
     for (const order of [...changes.changed, ...changes.closed]) this.orders.set(order.id, order);
     for (const fill of changes.fills) this.addFill(fill);

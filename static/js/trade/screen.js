@@ -2,6 +2,7 @@
 // ticket, open orders, positions and balances, all from one MarketStream (marketstream.js).
 // Each panel redraws at most once per animation frame (the library batches its callbacks).
 
+import { mountChart } from "../chart.js";
 import { MarketStream } from "../marketstream.js";
 import { showConnection, showPlatformStatus } from "../status.js";
 import { format, multiply, parse } from "./decimal.js";
@@ -18,11 +19,46 @@ const markets = new Map(
 const market = markets.get(symbol);
 const DEPTH = 20;
 
+const rttLabel = document.getElementById("rtt");
 const stream = new MarketStream({
   path: document.body.dataset.wsPath,
   onState: showConnection,
   onStatus: (status) => showPlatformStatus(status),
+  onRtt: (ms) => {
+    rttLabel.textContent = `${Math.round(ms)} ms`;
+  },
 });
+
+// -- theme -----------------------------------------------------------------------------------
+const THEME_KEY = "tredye.theme";
+function applyTheme(name) {
+  document.documentElement.dataset.theme = name;
+  localStorage.setItem(THEME_KEY, name);
+  chart?.setTheme(name);
+}
+const initialTheme =
+  localStorage.getItem(THEME_KEY) ||
+  (matchMedia("(prefers-color-scheme: light)").matches ? "light" : "dark");
+document.documentElement.dataset.theme = initialTheme;
+document.getElementById("theme-toggle").addEventListener("click", () => {
+  applyTheme(document.documentElement.dataset.theme === "light" ? "dark" : "light");
+});
+
+// -- chart -----------------------------------------------------------------------------------
+const chart = mountChart(document.getElementById("chart"), {
+  symbol,
+  interval: "1m",
+  market: stream,
+  theme: initialTheme,
+});
+for (const button of document.querySelectorAll(".intervals [data-interval]")) {
+  button.addEventListener("click", () => {
+    chart.setInterval(button.dataset.interval);
+    for (const other of document.querySelectorAll(".intervals [data-interval]")) {
+      other.setAttribute("aria-pressed", String(other === button));
+    }
+  });
+}
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -135,6 +171,7 @@ if (signedIn) {
   stream.subscribe("orders", {
     onChange: (state, changes) => {
       if (changes) history.apply(changes);
+      if (changes?.fills.length) chart.markFills(history.fillsOf(symbol));
       const open = [...state.open.values()].sort((a, b) => b.id - a.id);
       ownPrices = { buy: new Set(), sell: new Set() };
       for (const order of open) {
@@ -188,7 +225,7 @@ if (signedIn) {
     },
   });
   setInterval(drawPositions, 1000); // the mark moves with the tickers
-  history.load();
+  history.load().then(() => chart.markFills(history.fillsOf(symbol)));
   stream.subscribe("balances", {
     onChange: (state) => {
       balances.clear();
@@ -204,5 +241,40 @@ if (signedIn) {
   });
 }
 
+// -- the freshest price's age ---------------------------------------------------------------
+const ageLabel = document.getElementById("price-age");
+setInterval(() => {
+  const ages = stream
+    .health()
+    .filter((h) => /^(book|trades|ticker)\./.test(h.channel) && h.age !== null)
+    .map((h) => h.age);
+  ageLabel.textContent = ages.length ? `${(Math.min(...ages) / 1000).toFixed(1)} s` : "—";
+}, 500);
+
+// -- keyboard ------------------------------------------------------------------------------
+const help = document.getElementById("shortcuts");
+document.getElementById("help-open").addEventListener("click", () => help.showModal());
+const symbols = [...markets.keys()];
+document.addEventListener("keydown", (event) => {
+  const typing = event.target.closest("input, select, textarea");
+  if (typing || event.ctrlKey || event.metaKey || event.altKey || help.open) return;
+  if (event.key === "?") {
+    help.showModal();
+  } else if ((event.key === "b" || event.key === "s") && ticket) {
+    ticket.chooseSide(event.key === "b" ? "buy" : "sell");
+  } else if (event.key === "X" && event.shiftKey && ticket) {
+    ticket.cancelAll();
+  } else if (event.key === "[" || event.key === "]") {
+    const next = symbols[(symbols.indexOf(symbol) + (event.key === "]" ? 1 : symbols.length - 1)) % symbols.length];
+    if (next !== symbol) location.assign(`/trade/${encodeURIComponent(next)}/`);
+  } else if (event.key === "t") {
+    applyTheme(document.documentElement.dataset.theme === "light" ? "dark" : "light");
+  } else {
+    return;
+  }
+  event.preventDefault();
+});
+
 stream.start();
 window.tredyeMarket = stream; // for the console and the browser tests
+window.tredyeChart = chart;

@@ -69,6 +69,13 @@ export class Ticket {
     return this.value("type");
   }
 
+  // The B and S keys: that side, the cursor in the quantity.
+  chooseSide(side) {
+    for (const input of this.form.querySelectorAll('input[name="side"]')) input.checked = input.value === side;
+    this.refresh();
+    this.form.elements.namedItem("quantity").focus();
+  }
+
   // A price picked on the ladder: a limit order on the side that would rest there.
   pickPrice(price, side) {
     this.form.elements.namedItem("price").value = price;
