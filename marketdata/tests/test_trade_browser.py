@@ -4,6 +4,7 @@ daphne), driven as a trader would: log in, place, see, cancel, fill."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -159,3 +160,36 @@ def test_the_screen_has_a_chart_shortcuts_help_themes_and_its_round_trip(
     expect(page.locator("html")).to_have_attribute("data-theme", other)
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", other)
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def test_screenshots_of_the_trading_screen_desktop_and_phone_dark_and_light(
+    stack, market, browser_page
+):
+    instrument, alice, bob = market
+    page = browser_page
+    # a book with some depth, a few trades and a resting order of alice's own
+    for i, (price, quantity) in enumerate([("100.40", "7"), ("100.55", "4"), ("100.80", "12")]):
+        settled(place(bob, instrument, "sell", quantity, price=price))
+        settled(place(alice, instrument, "buy", str(5 + i), price=f"99.{60 + 15 * i}"))
+    settled(place(alice, instrument, "buy", "2", price="100.40"))
+    settled(place(alice, instrument, "buy", "1", price="100.55"))
+    log_in(page, stack, alice.user.username, instrument.symbol)
+    expect(page.locator("#tape tr")).to_have_count(2)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, height, name in ((1440, 900, "desktop"), (390, 844, "phone")):
+        page.set_viewport_size({"width": width, "height": height})
+        for theme in ("dark", "light"):
+            page.evaluate("t => { localStorage.setItem('tredye.theme', t); }", theme)
+            page.reload()
+            page.wait_for_function(
+                "s => window.tredyeMarket.channel(`book.${s}`)?.status === 'live'",
+                arg=instrument.symbol,
+            )
+            expect(page.locator("html")).to_have_attribute("data-theme", theme)
+            page.wait_for_timeout(300)  # the chart's first draw
+            path = SCREENSHOTS / f"trade-{name}-{theme}.png"
+            page.screenshot(path=str(path), full_page=name == "phone")
+            assert path.stat().st_size > 10_000  # a picture, not an empty page

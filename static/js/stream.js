@@ -44,7 +44,7 @@ export class StreamClient {
     this.rttMs = null;
     this.pings = new Map(); // id -> when sent
     this.pingId = 0;
-    this.lastPing = 0;
+    this.lastPing = -Infinity; // the first ping goes at the first liveness check
     this.onState = onState || (() => {});
     this.onStatus = onStatus || (() => {});
     this.staleAfterMs = staleAfterMs;
