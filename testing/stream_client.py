@@ -193,10 +193,15 @@ class Stack:
     def __init__(self, start, prefix: str) -> None:  # noqa: ANN001 - the process starter
         self.start = start
         self.env = {"KAFKA_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO"}
-        port = free_port()
+        self.port = port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.daphne = start("daphne", *daphne_command(port), env=self.env)
         self.stream = self.start_stream()
+        wait_for_http(f"{self.url}/healthz", 30, self.daphne.popen)
+
+    def start_web(self) -> None:
+        """Daphne again on the same port (after `self.daphne.stop()`: the server went away)."""
+        self.daphne = self.start("daphne", *daphne_command(self.port), env=self.env)
         wait_for_http(f"{self.url}/healthz", 30, self.daphne.popen)
 
     def start_stream(self):  # noqa: ANN201

@@ -193,3 +193,25 @@ def test_screenshots_of_the_trading_screen_desktop_and_phone_dark_and_light(
             path = SCREENSHOTS / f"trade-{name}-{theme}.png"
             page.screenshot(path=str(path), full_page=name == "phone")
             assert path.stat().st_size > 10_000  # a picture, not an empty page
+
+
+def test_when_the_server_goes_away_the_screen_says_so_and_comes_back_resynced(
+    stack, market, browser_page
+):
+    instrument, alice, bob = market
+    page = browser_page
+    settled(place(bob, instrument, "sell", "5", price="101.00"))
+    log_in(page, stack, alice.user.username, instrument.symbol)
+    connection = page.locator("#connection")
+    expect(connection).to_have_attribute("data-state", "live")
+    expect(page.locator('#asks tr[data-price="101"]')).to_be_visible()
+    # when the web server goes away, and the book changes meanwhile
+    stack.daphne.stop()
+    expect(connection).to_have_attribute("data-state", "reconnecting", timeout=15000)
+    settled(place(bob, instrument, "sell", "2", price="100.90"))
+    # then, with the server back on its address, the page is live again on its own
+    stack.start_web()
+    expect(connection).to_have_attribute("data-state", "live", timeout=30000)
+    # and its book is the one the matcher holds now, the change made while away included
+    expect(page.locator('#asks tr[data-price="100.9"]')).to_be_visible(timeout=15000)
+    expect(page.locator('#asks tr[data-price="101"] td').nth(1)).to_have_text("5")
