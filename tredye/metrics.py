@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import ipaddress
+import json
 import os
 import re
 from functools import cache
@@ -36,8 +37,10 @@ from pathlib import Path
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST, require_safe
 
+from tredye.api import error_response
 from tredye.client_ip import request_client_ip
 
 MULTIPROC_DIR = Path(settings.PROMETHEUS_MULTIPROC_DIR)
@@ -111,6 +114,19 @@ WS_CONFLATED_DROPS = Counter(
     "Messages replaced by a newer one of the same channel and key before they were sent.",
     ["kind"],
 )
+
+# --- pages in the browser, reported by their own beacon (`frames_beacon`) --------------------
+# `page`: one of BEACON_PAGES, a fixed set.
+PAGE_FRAME_RENDER = Histogram(
+    "tredye_page_frame_render_seconds",
+    "Time a page spent applying stream updates and redrawing in one animation frame, as the "
+    "browser measured it.",
+    ["page"],
+    buckets=(0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.05, 0.1, 0.25, 1.0),
+)
+BEACON_PAGES = frozenset({"trade", "watchlist"})
+BEACON_MAX_FRAMES = 500
+BEACON_MAX_BYTES = 16 * 1024
 
 # --- the stream worker (run_stream) ---------------------------------------------------------
 # `topic`: the Kafka topic it reads (without KAFKA_TOPIC_PREFIX).
@@ -200,3 +216,41 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(path))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+@csrf_exempt
+@require_POST
+def frames_beacon(request: HttpRequest) -> HttpResponse:
+    """A page's frame render times: `{"page": "trade", "frames_ms": [1.2, 0.8, ...]}` (at most
+    BEACON_MAX_FRAMES, each 0..10,000 ms), sent by `navigator.sendBeacon`, which can carry no
+    CSRF header; it changes nothing but a histogram. Anything else is a 400 that counts
+    nothing."""
+    if len(request.body) > BEACON_MAX_BYTES:
+        return error_response("body_too_large", f"at most {BEACON_MAX_BYTES} bytes")
+    try:
+        payload = json.loads(request.body, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return error_response("bad_json", "the body is not JSON")
+    if not isinstance(payload, dict) or payload.get("page") not in BEACON_PAGES:
+        return error_response("bad_page", f"page must be one of {', '.join(sorted(BEACON_PAGES))}")
+    frames = payload.get("frames_ms")
+    if (
+        not isinstance(frames, list)
+        or len(frames) > BEACON_MAX_FRAMES
+        or not all(
+            type(ms) in (int, float) and 0 <= ms <= 10_000
+            for ms in frames  # noqa: E721
+        )
+    ):
+        return error_response(
+            "bad_frames",
+            f"frames_ms must be a list of at most {BEACON_MAX_FRAMES} numbers 0..10000",
+        )
+    histogram = PAGE_FRAME_RENDER.labels(payload["page"])
+    for ms in frames:
+        histogram.observe(ms / 1000)
+    return HttpResponse(status=204)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")

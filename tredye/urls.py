@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics/frames", metrics.frames_beacon, name="frames_beacon"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("trading/", include("trading.urls")),

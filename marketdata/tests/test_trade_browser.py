@@ -147,6 +147,11 @@ def test_the_screen_has_a_chart_shortcuts_help_themes_and_its_round_trip(
     page.locator("#tape-title").click()  # out of the ticket: keys are shortcuts again
     page.keyboard.press("Shift+X")
     expect(page.locator("#open-orders tr")).to_have_count(0)
+    # the page reports its frame render times to the server (a beacon, then a histogram)
+    assert page.evaluate("() => window.tredyeFrames.length") > 0
+    with page.expect_request("**/metrics/frames") as beacon:
+        page.evaluate("() => window.dispatchEvent(new Event('pagehide'))")
+    assert beacon.value.method == "POST"
     # ? lists the shortcuts, Esc closes the list
     page.keyboard.press("?")
     expect(page.locator("#shortcuts")).to_be_visible()

@@ -451,7 +451,18 @@ function kindOf(channel) {
 export class MarketStream {
   // `client` is a StreamClient of one's own, for tests; by default one is made from the
   // options (`path`, `onState`, `onStatus`, `staleAfterMs`) and wired to this stream.
-  constructor({ path, onState, onStatus, onRtt, onGap, onError, staleAfterMs, client } = {}) {
+  constructor({
+    path,
+    onState,
+    onStatus,
+    onRtt,
+    onGap,
+    onError,
+    onFrame,
+    staleAfterMs,
+    client,
+  } = {}) {
+    this.onFrame = onFrame || (() => {});
     this.states = new Map(); // channel -> ChannelState
     this.callbacks = new Map(); // channel -> {onChange, onGap}
     this.onGap = onGap || (() => {});
@@ -625,6 +636,7 @@ export class MarketStream {
 
   flush() {
     this.frameRequested = false;
+    const started = performance.now();
     const channels = [...this.dirty];
     this.dirty.clear();
     for (const channel of channels) {
@@ -639,5 +651,7 @@ export class MarketStream {
         console.error(`marketstream: ${channel}: onChange failed`, error);
       }
     }
+    // The frame's work: applying what arrived and every panel's redraw (`onFrame(ms)`).
+    if (channels.length) this.onFrame(performance.now() - started);
   }
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import urllib.request
 
@@ -144,3 +146,30 @@ def test_a_dead_process_sockets_stop_counting_its_counts_stay(
     assert after[("tredye_ws_connected_sockets", ())] == 2
     assert after[("tredye_ws_frames_sent_total", ())] == 5  # totals never go backwards
     assert not list(directory.glob(f"gauge_live*_{second.popen.pid}.db"))
+
+
+def test_a_pages_frame_render_times_are_counted_and_bad_beacons_refused(client):
+    def count() -> float:
+        text = client.get("/metrics").content.decode()
+        found = re.search(r'tredye_page_frame_render_seconds_count\{page="trade"\} (\S+)', text)
+        return float(found[1]) if found else 0.0
+
+    before = count()
+    beacon = {"page": "trade", "frames_ms": [1.5, 0.25, 12]}
+    response = client.post("/metrics/frames", json.dumps(beacon), content_type="text/plain")
+    assert response.status_code == 204
+    assert count() == before + 3
+    for bad, code in (
+        ("{not json", "bad_json"),
+        (json.dumps({"page": "admin", "frames_ms": [1]}), "bad_page"),
+        (json.dumps({"page": "trade", "frames_ms": [-1]}), "bad_frames"),
+        (json.dumps({"page": "trade", "frames_ms": ["1"]}), "bad_frames"),
+        (json.dumps({"page": "trade", "frames_ms": [True]}), "bad_frames"),
+        (json.dumps({"page": "trade", "frames_ms": [1] * 501}), "bad_frames"),
+        ('{"page": "trade", "frames_ms": [NaN]}', "bad_json"),
+        ("x" * 20_000, "body_too_large"),
+    ):
+        response = client.post("/metrics/frames", bad, content_type="text/plain")
+        assert (response.status_code, response.json()["error"]["code"]) == (400, code), bad[:40]
+    assert client.get("/metrics/frames").status_code == 405
+    assert count() == before + 3

@@ -20,7 +20,27 @@ const market = markets.get(symbol);
 const DEPTH = 20;
 
 const rttLabel = document.getElementById("rtt");
+// Frame render times: a beacon to the server every BEACON_EVERY_MS (a histogram on /metrics)
+// and the last FRAMES_KEPT for the console and the render benchmark.
+const BEACON_EVERY_MS = 15000;
+const FRAMES_KEPT = 5000;
+const frames = [];
+let unsent = [];
+function sendFrames() {
+  if (!unsent.length) return;
+  const body = JSON.stringify({ page: "trade", frames_ms: unsent.slice(-500) });
+  unsent = [];
+  navigator.sendBeacon("/metrics/frames", new Blob([body], { type: "application/json" }));
+}
+setInterval(sendFrames, BEACON_EVERY_MS);
+addEventListener("pagehide", sendFrames);
+window.tredyeFrames = frames;
 const stream = new MarketStream({
+  onFrame: (ms) => {
+    frames.push(ms);
+    unsent.push(Math.round(ms * 1000) / 1000);
+    if (frames.length > FRAMES_KEPT) frames.splice(0, frames.length - FRAMES_KEPT);
+  },
   path: document.body.dataset.wsPath,
   onState: showConnection,
   onStatus: (status) => showPlatformStatus(status),
