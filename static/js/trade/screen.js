@@ -100,17 +100,35 @@ const bidsBody = document.getElementById("bids");
 const spreadCell = document.getElementById("spread");
 let ownPrices = { buy: new Set(), sell: new Set() }; // the trader's resting orders here
 
-function ladderRows(levels, side, maxTotal) {
+// Rows are kept and rewritten in place: a frame changes text and a bar's width, it does not
+// build the table again (the render benchmark's frame time is mostly DOM churn otherwise).
+function setText(td, text) {
+  if (td.textContent !== text) td.textContent = text;
+}
+
+function ladderRow(side) {
+  const tr = row([cell("", "num price"), cell("", "num"), cell("", "num")], {
+    "data-side": side,
+    tabindex: "0",
+  });
+  return tr;
+}
+
+function drawSide(body, levels, side, maxTotal, reversed) {
+  while (body.children.length < levels.length) body.append(ladderRow(side));
+  while (body.children.length > levels.length) body.lastElementChild.remove();
+  const mine = ownPrices[side === "bid" ? "buy" : "sell"];
   let total = 0;
-  return levels.map(([price, size]) => {
+  levels.forEach(([price, size], i) => {
     total += Number(size); // drawing only: the bar's width
-    const tr = row(
-      [cell(price, "num price"), cell(size, "num"), cell(String(+total.toFixed(10)), "num")],
-      { "data-price": price, "data-side": side, tabindex: "0" },
-    );
+    const tr = body.children[reversed ? levels.length - 1 - i : i];
+    tr.dataset.price = price;
+    const [priceCell, sizeCell, totalCell] = tr.children;
+    setText(priceCell, price);
+    setText(sizeCell, size);
+    setText(totalCell, String(+total.toFixed(10)));
     tr.style.setProperty("--depth", `${Math.min(100, (total / maxTotal) * 100).toFixed(1)}%`);
-    if (ownPrices[side === "bid" ? "buy" : "sell"].has(price)) tr.classList.add("own");
-    return tr;
+    tr.classList.toggle("own", mine.has(price));
   });
 }
 
@@ -119,8 +137,8 @@ function drawBook(book) {
   const sum = (levels) => levels.reduce((total, [, size]) => total + Number(size), 0);
   const maxTotal = Math.max(sum(bids), sum(asks), 1e-12);
   // Asks above the spread, best (lowest) nearest to it.
-  asksBody.replaceChildren(...ladderRows(asks, "ask", maxTotal).reverse());
-  bidsBody.replaceChildren(...ladderRows(bids, "bid", maxTotal));
+  drawSide(asksBody, asks, "ask", maxTotal, true);
+  drawSide(bidsBody, bids, "bid", maxTotal, false);
   spreadCell.textContent =
     bids.length && asks.length
       ? `spread ${+(Number(asks[0][0]) - Number(bids[0][0])).toFixed(10)}`
@@ -142,16 +160,28 @@ for (const body of [asksBody, bidsBody]) {
 // -- the tape ------------------------------------------------------------------------------
 const tapeBody = document.getElementById("tape");
 
+const TAPE_ROWS = 50;
+let tapeSeq = 0; // the last trade drawn
+
+function tapeRow(trade) {
+  const time = new Date(trade.ts).toLocaleTimeString([], { hour12: false });
+  return row([cell(time), cell(trade.price, "num"), cell(trade.quantity, "num")], {
+    class: trade.aggressor === "buy" ? "up" : "down",
+    "data-seq": String(trade.seq),
+  });
+}
+
+// New trades go on top; a snapshot older than what is drawn (a resync) redraws all.
 function drawTape(tape) {
-  const time = (ts) => new Date(ts).toLocaleTimeString([], { hour12: false });
-  tapeBody.replaceChildren(
-    ...[...tape.trades].reverse().map((trade) =>
-      row([cell(time(trade.ts)), cell(trade.price, "num"), cell(trade.quantity, "num")], {
-        class: trade.aggressor === "buy" ? "up" : "down",
-        "data-seq": String(trade.seq),
-      }),
-    ),
-  );
+  const trades = tape.trades;
+  const fresh = trades.filter((trade) => trade.seq > tapeSeq);
+  if (!trades.length || trades[trades.length - 1].seq < tapeSeq || fresh.length >= TAPE_ROWS) {
+    tapeBody.replaceChildren(...[...trades].reverse().slice(0, TAPE_ROWS).map(tapeRow));
+  } else if (fresh.length) {
+    tapeBody.prepend(...fresh.reverse().map(tapeRow));
+    while (tapeBody.children.length > TAPE_ROWS) tapeBody.lastElementChild.remove();
+  }
+  tapeSeq = trades.length ? trades[trades.length - 1].seq : 0;
 }
 
 // -- the markets list ------------------------------------------------------------------------
