@@ -21,6 +21,11 @@ def log_in(page, stack: Stack, username: str, symbol: str) -> None:  # noqa: ANN
     page.fill("#id_username", username)
     page.fill("#id_password", TEST_PASSWORD)
     page.click("#login-form button[type=submit]")
+    log_in_done(page, stack, symbol)
+
+
+def log_in_done(page, stack: Stack, symbol: str) -> None:  # noqa: ANN001 - a Page
+    """On the market's screen, its book and the trader's orders live."""
     expect(page).to_have_url(f"{stack.url}/trade/{symbol}/")
     page.wait_for_function(
         "s => window.tredyeMarket && window.tredyeMarket.channel(`book.${s}`)?.status === 'live'"
@@ -39,7 +44,14 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     page.on("pageerror", lambda error: errors.append(str(error)))
     # given bob's ask resting in the book
     settled(place(bob, instrument, "sell", "5", price="101.00"))
-    log_in(page, stack, alice.user.username, symbol)
+    # she logs in, and picks the market from the watchlist
+    page.goto(f"{stack.url}/accounts/login/")
+    page.fill("#id_username", alice.user.username)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.goto(f"{stack.url}/")
+    page.click(f'#watchlist a[href="/trade/{symbol}/"]')
+    log_in_done(page, stack, symbol)
     ask = page.locator('#asks tr[data-price="101"]')
     expect(ask).to_be_visible()
     expect(ask.locator("td").nth(1)).to_have_text("5")
@@ -55,6 +67,8 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     expect(first).to_have_count(1)
     expect(first.locator("td").nth(3)).to_have_text("99.5")
     expect(page.locator('#bids tr[data-price="99.5"]')).to_have_class(re.compile(r"\bown\b"))
+    # and the depth chart draws both sides of the book
+    page.wait_for_function("() => window.tredyeDepth.drawn?.bids === 1")
 
     # when she amends it: a new price and quantity, in place
     first.locator("button.amend").click()

@@ -6,6 +6,7 @@ import { mountChart } from "../chart.js";
 import { MarketStream } from "../marketstream.js";
 import { showConnection, showPlatformStatus } from "../status.js";
 import { format, multiply, parse } from "./decimal.js";
+import { DepthChart } from "./depth.js";
 import { History } from "./history.js";
 import { OpenOrders } from "./orders.js";
 import { Ticket } from "./ticket.js";
@@ -98,6 +99,8 @@ function row(cells, attributes = {}) {
 const asksBody = document.getElementById("asks");
 const bidsBody = document.getElementById("bids");
 const spreadCell = document.getElementById("spread");
+const depth = new DepthChart(document.getElementById("depth"));
+window.tredyeDepth = depth;
 let ownPrices = { buy: new Set(), sell: new Set() }; // the trader's resting orders here
 
 // Rows are kept and rewritten in place: a frame changes text and a bar's width, it does not
@@ -139,6 +142,7 @@ function drawBook(book) {
   // Asks above the spread, best (lowest) nearest to it.
   drawSide(asksBody, asks, "ask", maxTotal, true);
   drawSide(bidsBody, bids, "bid", maxTotal, false);
+  depth.draw(bids, asks);
   spreadCell.textContent =
     bids.length && asks.length
       ? `spread ${+(Number(asks[0][0]) - Number(bids[0][0])).toFixed(10)}`
