@@ -145,3 +145,19 @@ def connections_by_pid(port: int, pids: list[int]) -> dict[int, int]:
             pass
         counts[pid] = held
     return counts
+
+
+def drop_scratch_database(name: str, maintenance_db: str) -> None:
+    """Drop a bench's scratch database, ending what is still connected to it, from the
+    settings' own database (`maintenance_db`)."""
+    from django.db import connection
+
+    connection.close()
+    connection.settings_dict["NAME"] = maintenance_db
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')

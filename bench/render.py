@@ -23,7 +23,14 @@ import sys
 import time
 from decimal import Decimal
 
-from benchlib import ROOT, daphne_command, database_url, log, percentile  # sets Django up
+from benchlib import (  # sets Django up
+    ROOT,
+    daphne_command,
+    database_url,
+    drop_scratch_database,
+    log,
+    percentile,
+)
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
@@ -74,15 +81,7 @@ def main() -> None:
         if daphne is not None:
             daphne.terminate()
             daphne.wait(20)
-        connection.close()
-        connection.settings_dict["NAME"] = maintenance
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = %s AND pid <> pg_backend_pid()",
-                [db_name],
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{db_name}"')
+        drop_scratch_database(db_name, maintenance)
 
 
 def _wait_http(url: str, process: subprocess.Popen, timeout_s: float = 30) -> None:

@@ -866,15 +866,7 @@ def fanout_main(argv: list[str]) -> None:
         if broker is not None:
             broker.kill()
         if created:
-            connection.close()
-            connection.settings_dict["NAME"] = maintenance_db
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    [db_name],
-                )
-                cursor.execute(f'DROP DATABASE IF EXISTS "{db_name}"')
+            benchlib.drop_scratch_database(db_name, maintenance_db)
         if args.keep_logs:
             benchlib.log(f"logs: {workdir}")
 
