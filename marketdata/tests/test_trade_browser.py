@@ -3,7 +3,9 @@ daphne), driven as a trader would: log in, place, see, cancel, fill."""
 
 from __future__ import annotations
 
+import json
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from playwright.sync_api import expect
 from testing.factories import TEST_PASSWORD
 from testing.helpers import place, settled
 from testing.stream_client import Stack
+from trading.models import Instrument
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -42,8 +45,9 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     page = browser_page
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    # given bob's ask resting in the book
+    # given bob's ask resting in the book, and orders of at most 1,000,000
     settled(place(bob, instrument, "sell", "5", price="101.00"))
+    Instrument.objects.filter(pk=instrument.pk).update(max_quantity=Decimal("1000000"))
     # she logs in, and picks the market from the watchlist
     page.goto(f"{stack.url}/accounts/login/")
     page.fill("#id_username", alice.user.username)
@@ -103,6 +107,11 @@ def test_a_trader_places_sees_cancels_and_fills_orders_without_a_reload(
     page.fill("#ticket-quantity", "1")
     page.click("#ticket-submit")
     expect(page.locator("#error-price")).to_contain_text("multiple of the tick size 0.01")
+    # so is one over the largest order size, with the reason at the quantity
+    page.fill("#ticket-price", "100.00")
+    page.fill("#ticket-quantity", "2000000")
+    page.click("#ticket-submit")
+    expect(page.locator("#error-quantity")).to_have_text("The largest order is 1000000.")
     # one the server refuses shows its words at the field concerned (insufficient funds)
     page.fill("#ticket-price", "100.00")
     page.fill("#ticket-quantity", "900000")
@@ -234,3 +243,31 @@ def test_when_the_server_goes_away_the_screen_says_so_and_comes_back_resynced(
     # and its book is the one the matcher holds now, the change made while away included
     expect(page.locator('#asks tr[data-price="100.9"]')).to_be_visible(timeout=15000)
     expect(page.locator('#asks tr[data-price="101"] td').nth(1)).to_have_text("5")
+
+
+def test_a_tab_that_comes_back_into_view_asks_for_fresh_snapshots(stack, market, browser_page):
+    instrument, alice, bob = market
+    symbol = instrument.symbol
+    page = browser_page
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
+    log_in(page, stack, alice.user.username, symbol)
+    sent.clear()
+
+    def visibility(state: str) -> None:
+        page.evaluate(
+            """s => {
+                const property = { value: s, configurable: true };
+                Object.defineProperty(document, "visibilityState", property);
+                document.dispatchEvent(new Event("visibilitychange"));
+            }""",
+            state,
+        )
+
+    # while the tab is hidden the book changes; when it is shown again, it subscribes again
+    visibility("hidden")
+    settled(place(bob, instrument, "sell", "4", price="102.00"))
+    visibility("visible")
+    expect(page.locator('#asks tr[data-price="102"]')).to_be_visible()
+    resubscribed = [json.loads(f) for f in sent if '"subscribe"' in f]
+    assert any(f"book.{symbol}" in message["channels"] for message in resubscribed), sent
