@@ -195,35 +195,77 @@ class MinuteBar:
 
 
 class RollingDay:
-    """A ticker's last-24-hours figures from its one-minute bars (the candle builder's)."""
+    """A ticker's last-24-hours figures from its one-minute bars (the candle builder's).
+
+    The stream worker asks on every flush that changes a ticker, and trades change the newest
+    bar all the time: the older bars' aggregate is kept (worked out again at most once a
+    second, or when a new minute starts) and only the newest bar is folded in per call.
+    """
 
     def __init__(self) -> None:
         self.bars: dict[datetime.datetime, MinuteBar] = {}
+        self.latest: datetime.datetime | None = None
+        self.version = 0  # changes when a bar other than the newest one changes
+        self._base: tuple[tuple[int, int], tuple | None] | None = None
 
     def set(self, start: datetime.datetime, bar: MinuteBar) -> None:
+        if start != self.latest:
+            self.version += 1
+            if self.latest is None or start > self.latest:
+                self.latest = start
         self.bars[start] = bar
+
+    def _older(self, since: datetime.datetime, second: int) -> tuple | None:
+        """(first start, first open, high, low, volume) of the window's bars but the newest."""
+        key = (second, self.version)
+        if self._base is not None and self._base[0] == key:
+            return self._base[1]
+        for start in [s for s in self.bars if s < since - datetime.timedelta(minutes=1)]:
+            del self.bars[start]
+        window = sorted(
+            (start, bar) for start, bar in self.bars.items() if since <= start != self.latest
+        )
+        base = None
+        if window:
+            base = (
+                window[0][0],
+                window[0][1].open,
+                max(bar.high for _, bar in window),
+                min(bar.low for _, bar in window),
+                sum((bar.volume for _, bar in window), Decimal(0)),
+            )
+        self._base = (key, base)
+        return base
 
     def figures(self, now: datetime.datetime) -> dict[str, str | None]:
         """high, low, volume, change and change % over the bars that started in the last
         24 h (the first bar's open to the last bar's close); None before any trade."""
         since = now - DAY
-        for start in [
-            start for start in self.bars if start < since - datetime.timedelta(minutes=1)
-        ]:
-            del self.bars[start]
-        window = sorted((start, bar) for start, bar in self.bars.items() if start >= since)
-        if not window:
+        base = self._older(since, int(now.timestamp()))
+        newest = self.bars.get(self.latest) if self.latest and self.latest >= since else None
+        if base is None and newest is None:
             return dict.fromkeys(
                 ("high_24h", "low_24h", "volume_24h", "change_24h", "change_pct_24h")
             )
-        first, last = window[0][1], window[-1][1]
-        change = last.close - first.open
+        if base is None and newest is not None:
+            first_open, close = newest.open, newest.close
+            high, low, volume = newest.high, newest.low, newest.volume
+        elif base is not None:
+            _, first_open, high, low, volume = base
+            close = newest.close if newest is not None else self._last_close(since)
+            if newest is not None:
+                high, low = max(high, newest.high), min(low, newest.low)
+                volume += newest.volume
+        change = close - first_open
         return {
-            "high_24h": plain(max(bar.high for _, bar in window)),
-            "low_24h": plain(min(bar.low for _, bar in window)),
-            "volume_24h": plain(sum((bar.volume for _, bar in window), Decimal(0))),
+            "high_24h": plain(high),
+            "low_24h": plain(low),
+            "volume_24h": plain(volume),
             "change_24h": plain(change),
-            "change_pct_24h": plain((change * 100 / first.open).quantize(Decimal("0.01")))
-            if first.open
+            "change_pct_24h": plain((change * 100 / first_open).quantize(Decimal("0.01")))
+            if first_open
             else None,
         }
+
+    def _last_close(self, since: datetime.datetime) -> Decimal:
+        return max((s, b) for s, b in self.bars.items() if s >= since)[1].close

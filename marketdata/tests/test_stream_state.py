@@ -113,3 +113,29 @@ def test_the_24h_figures_come_from_the_bars_of_the_last_day():
         "change_24h": "2",
         "change_pct_24h": "2",
     }
+
+
+def test_the_24h_figures_follow_the_newest_bar_as_it_changes_and_a_new_minute():
+    now = datetime.datetime(2026, 11, 28, 12, 0, 30, tzinfo=datetime.UTC)
+    minute = datetime.timedelta(minutes=1)
+    day = RollingDay()
+    day.set(now - minute, MinuteBar(D("10"), D("11"), D("9"), D("10.5"), D("2")))
+    assert day.figures(now)["high_24h"] == "11"
+    # the same (newest) bar changes within the second: the figures follow at once
+    day.set(now - minute, MinuteBar(D("10"), D("12"), D("9"), D("11.5"), D("3")))
+    assert day.figures(now) == {
+        "high_24h": "12",
+        "low_24h": "9",
+        "volume_24h": "3",
+        "change_24h": "1.5",
+        "change_pct_24h": "15",
+    }
+    # a new minute: the older bar joins the rest, the new one is folded in
+    day.set(now, MinuteBar(D("11.5"), D("11.6"), D("8"), D("8.5"), D("1")))
+    assert day.figures(now) == {
+        "high_24h": "12",
+        "low_24h": "8",
+        "volume_24h": "4",
+        "change_24h": "-1.5",
+        "change_pct_24h": "-15",
+    }
