@@ -96,6 +96,8 @@ def demo_load(*, trader_password: str, admin_password: str) -> dict[str, int]:
                 "price_band_pct": CRYPTO_BAND if symbol in CRYPTO else STOCK_BAND,
                 "maker_fee_rate": MAKER_FEE_RATE,
                 "taker_fee_rate": TAKER_FEE_RATE,
+                # Crypto settles the same day, stocks the next business day.
+                "settlement_days": 0 if symbol in CRYPTO else 1,
             },
         )
         created["instruments"] += was_created

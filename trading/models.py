@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import Account, Asset, amount_field
+from accounts.models import Account, Asset, JournalEntry, amount_field
 from trading.rules import RULE_FIELDS
 from tredye import kafka
 
@@ -53,6 +55,11 @@ class Instrument(models.Model):
         max_digits=30, decimal_places=10, null=True, blank=True, editable=False
     )
     reference_price_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Trades settle this many business days after their trade date (T+N): 1 for stocks, 0 for
+    # crypto. A trade's settlement date is fixed when it is made (`trading.business_days`).
+    settlement_days = models.PositiveSmallIntegerField(
+        default=1, help_text="T+N: business days from trade date to settlement (0: same day)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -136,6 +143,14 @@ class BookState(models.Model):
     # Priority counter: an order that joins the back of a queue takes the next number.
     book_seq = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The answer to the latest `book.digest` command (reconciliation): the digest of the
+    # matcher's in-memory book and, in the same transaction, of the open order rows, so the
+    # two describe one instant. `digest_request` is the outbox id of the command answered.
+    digest_request = models.BigIntegerField(default=0)
+    memory_digest = models.CharField(max_length=64, blank=True, default="")
+    rows_digest = models.CharField(max_length=64, blank=True, default="")
+    digest_orders = models.IntegerField(default=0)
+    digest_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"book state of {self.instrument_id}"
@@ -230,6 +245,10 @@ class Order(models.Model):
                 name="order_open_by_book",
             ),
             models.Index(fields=["account", "-id"], name="order_account_recent"),
+            # The back office finds an order by its client order id, whatever the account.
+            models.Index(fields=["client_order_id"], name="order_client_order_id"),
+            # Date filters of the back office: a BRIN index costs the order path next to nothing.
+            BrinIndex(fields=["created_at"], name="order_created_brin"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -324,12 +343,46 @@ class Trade(models.Model):
     buyer_fee = amount_field(default=0)
     seller_fee = amount_field(default=0)
     executed_at = models.DateTimeField(default=timezone.now)
+    # Trade date plus the instrument's settlement days in business days (trading.business_days).
+    settlement_date = models.DateField()
+    # The settlement that moved each side's proceeds from pending to available: set once, in
+    # the settlement's own transaction (a trade side is settled exactly once).
+    buyer_settlement = models.ForeignKey(
+        "Settlement",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
+    seller_settlement = models.ForeignKey(
+        "Settlement",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["-pk"]
         indexes = [
             models.Index(fields=["buyer", "-id"], name="trade_buyer_recent"),
             models.Index(fields=["seller", "-id"], name="trade_seller_recent"),
+            # The sides not settled yet, by the date they fall due: small once settled.
+            models.Index(
+                fields=["settlement_date"],
+                condition=Q(buyer_settlement__isnull=True),
+                name="trade_buyer_unsettled",
+            ),
+            models.Index(
+                fields=["settlement_date"],
+                condition=Q(seller_settlement__isnull=True),
+                name="trade_seller_unsettled",
+            ),
+            models.Index(fields=["buyer_settlement"], name="trade_buyer_settlement"),
+            models.Index(fields=["seller_settlement"], name="trade_seller_settlement"),
+            BrinIndex(fields=["executed_at"], name="trade_executed_brin"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["instrument", "seq"], name="trade_seq_per_instrument"),
@@ -410,6 +463,9 @@ class Outbox(models.Model):
     # For a command (`orders`): when the matcher applied it, in its batch transaction. A command
     # is done only then; one sent but unapplied is sent again (the broker may lose history).
     applied_at = models.DateTimeField(null=True, blank=True)
+    # Its place in the batch that applied it (1, 2, ...): (applied_at, applied_rank) is the
+    # order in which the matcher applied the commands, which `manage.py replay` follows.
+    applied_rank = models.IntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["pk"]
@@ -452,3 +508,147 @@ class StreamSequence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.key} {self.seq}"
+
+
+class Holiday(models.Model):
+    """A weekday on which nothing settles (weekends never do). Admins keep the list."""
+
+    date = models.DateField(unique=True)
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["date"]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.name}"
+
+
+class Settlement(models.Model):
+    """One account's net of one asset moved from pending to available for the trades due on a
+    date, by one balanced journal entry (shared by the account's settlements of that run)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="settlements")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    date = models.DateField()
+    amount = amount_field()
+    trade_count = models.PositiveIntegerField()
+    entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="settlements")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-date", "-pk"]
+        indexes = [models.Index(fields=["account", "-date"], name="settlement_account_date")]
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "asset"], name="settlement_entry_asset"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="settlement_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} #{self.account_id} {self.amount} {self.asset_id}"
+
+
+class DailyStatement(models.Model):
+    """An account's statement of one trading day, stored when the day ends: opening and
+    closing balances, trades, fees and realised P&L (`data`, built by trading.statements)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="statements")
+    date = models.DateField()
+    data = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-date"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "date"], name="statement_account_date"),
+        ]
+
+    def __str__(self) -> str:
+        return f"statement #{self.account_id} {self.date}"
+
+
+class DeadLetter(models.Model):
+    """A Kafka record a worker could not handle, as it also went to the dead-letter topic."""
+
+    worker = models.CharField(max_length=64)
+    topic = models.CharField(max_length=200)
+    partition = models.IntegerField(null=True, blank=True)
+    offset = models.BigIntegerField(null=True, blank=True)
+    key = models.TextField(blank=True)
+    value = models.TextField(blank=True)
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [BrinIndex(fields=["created_at"], name="dead_letter_created_brin")]
+
+    def __str__(self) -> str:
+        return f"{self.worker} {self.topic}[{self.partition}]@{self.offset}"
+
+
+class ReconciliationRun(models.Model):
+    """One pass of reconciliation: what it checked and how it ended."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        CLEAN = "clean", "Clean"
+        BREAKS = "breaks", "Breaks found"
+        FAILED = "failed", "Failed"
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.RUNNING)
+    # Who asked: "beat", "command", or an operator's name.
+    trigger = models.CharField(max_length=150)
+    # What was checked and counted, and what could not be (e.g. history the broker lost).
+    checked = models.JSONField(default=dict)
+    report = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"reconciliation #{self.pk} {self.status}"
+
+
+class ReconciliationBreak(models.Model):
+    """A broken invariant, found by a run and shown until an operator resolves it with a note.
+    The same break found again by later runs is the same row (`last_seen_at` moves)."""
+
+    # A plain text: the kinds live in trading.reconcile (one home), not in a migration.
+    kind = models.CharField(max_length=48)
+    # What it is about, e.g. "account #12 USD" or "AAPL trade 17": with `kind`, its identity.
+    subject = models.CharField(max_length=200)
+    detail = models.TextField()
+    # The objects involved, by kind and id, e.g. {"account": 12, "asset": "USD"}.
+    involved = models.JSONField(default=dict)
+    run = models.ForeignKey(ReconciliationRun, on_delete=models.PROTECT, related_name="breaks")
+    found_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [
+            models.Index(
+                fields=["-found_at"], condition=Q(resolved_at__isnull=True), name="break_open"
+            )
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "subject"],
+                condition=Q(resolved_at__isnull=True),
+                name="break_open_once",
+            ),
+            models.CheckConstraint(
+                condition=Q(resolved_at__isnull=True) | ~Q(resolution_note=""),
+                name="break_resolved_with_note",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}"

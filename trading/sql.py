@@ -203,6 +203,7 @@ TRADE_COLUMNS = (
     ("buyer_fee", "numeric"),
     ("seller_fee", "numeric"),
     ("executed_at", "timestamptz"),
+    ("settlement_date", "date"),
 )
 POSITION_COLUMNS = (
     ("account_id", "bigint"),

@@ -14,6 +14,7 @@ from decimal import Context, Decimal
 
 from accounts.models import Account, Bucket, EntryKind
 from accounts.services import RELEASE, EntrySpec, Leg, flow_legs
+from trading.business_days import Calendar, day_end
 from trading.engine import (
     Accepted,
     BookDelta,
@@ -71,6 +72,9 @@ class OrderLifecycle:
         self.account = account
         self.fees_account = fees_account
         self.positions = positions
+        # Holidays and the day's end, for each trade's settlement date; the matcher refreshes
+        # it per batch (`Calendar.fresh`).
+        self.calendar = Calendar(frozenset(), day_end())
 
     def apply(self, book: Book, command: Command, result: BatchResult, ts: int) -> None:
         """Apply one command to its book; its effects go into `result`."""
@@ -377,6 +381,7 @@ class OrderLifecycle:
                 buyer_fee=buyer_fee,
                 seller_fee=seller_fee,
                 executed_at=now,
+                settlement_date=self.calendar.settlement_date(now, instrument.settlement_days),
             )
         )
         book.state.trade_seq = event.seq

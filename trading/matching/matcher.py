@@ -99,6 +99,7 @@ class Matcher:
         """Apply the commands and commit their effects in one transaction."""
         result = BatchResult(now=timezone.now())
         ts = kafka.now_ms()
+        self.lifecycle.calendar = self.lifecycle.calendar.fresh()
         for command in commands:
             result.checkpoints[command.partition] = max(
                 result.checkpoints.get(command.partition, -1), command.offset

@@ -42,6 +42,7 @@ class TradeFill:
     buyer_fee: Decimal
     seller_fee: Decimal
     executed_at: Any
+    settlement_date: Any
 
 
 @dataclass(slots=True)
