@@ -174,6 +174,9 @@ def instrument_rules_change(
                 code="book_not_empty",
             )
     old = {name: getattr(instrument, name) for name in changed}
+    # The rules before the change too: `manage.py replay` starts each book under the rules in
+    # force before its first change (trading/replay.py).
+    previous = {name: plain(getattr(instrument, name)) for name in RULES}
     for name in changed:
         setattr(instrument, name, merged[name])
     instrument.save(update_fields=changed)
@@ -185,6 +188,7 @@ def instrument_rules_change(
         ts=kafka.now_ms(),
         data={
             "rules": {name: plain(merged[name]) for name in RULES},
+            "previous": previous,
             "changed": changed,
             "changed_by": changed_by or "",
         },

@@ -73,6 +73,31 @@ _ORDER_VALUES = ", ".join(
     f"%({f.column})s::{f.db_type(connection)}" for f in ORDER_INSERT_FIELDS
 )  # built at import, the same for every call
 
+# What a place command (`order.place`) records beside its `order_id`: the terms the order was
+# placed with, and its hold (`hold`, `hold_asset_id`), so that `manage.py replay`
+# (trading/replay.py) rebuilds the order from the command alone. Decimals as text (a JSON
+# number would be a float to most readers), as in every command.
+PLACE_TERMS = (
+    "account_id",
+    "client_order_id",
+    "side",
+    "type",
+    "time_in_force",
+    "post_only",
+    "quantity",
+    "price",
+    "stop_price",
+    "protection_price",
+    "maker_fee_rate",
+    "taker_fee_rate",
+)
+_PLACE_TERMS = ",".join(  # (compact: the statement stays under psycopg's cache limit)
+    f"{name}::text {name}"
+    if Order._meta.get_field(name).get_internal_type() == "DecimalField"
+    else name
+    for name in PLACE_TERMS
+)
+
 PLACEMENT_WRITE = compact(
     f"""
 WITH account AS (
@@ -110,7 +135,7 @@ WITH account AS (
 ), new_order AS (
     INSERT INTO {_table(Order)} ({", ".join(f.column for f in ORDER_INSERT_FIELDS)})
     SELECT {_ORDER_VALUES} FROM hold
- RETURNING id
+ RETURNING id, {_PLACE_TERMS}
 ), entry AS (
     INSERT INTO {_table(JournalEntry)} (kind, reference, memo, created_at)
     SELECT '{EntryKind.HOLD.value}', 'order ' || new_order.id, %(memo)s::text,
@@ -126,7 +151,10 @@ WITH account AS (
 ), outbox AS (
     INSERT INTO {_table(Outbox)} (topic, key, type, seq, ts, data, created_at)
     SELECT %(outbox_topic)s::text, %(symbol)s::text, %(outbox_type)s::text, 0, %(ts)s::bigint,
-           jsonb_build_object('order_id', new_order.id), %(created_at)s::timestamptz
+           -- The order's terms as placed and its hold (`PLACE_TERMS`): replay rebuilds it.
+           to_jsonb(new_order)-'id'||jsonb_build_object('order_id', new_order.id,
+               'hold', %(hold)s::numeric::text, 'hold_asset_id', %(asset_id)s::bigint),
+           %(created_at)s::timestamptz
       FROM new_order
 )
 -- The order's id; or, when nothing was written, what each guard saw (read only then): the
@@ -254,10 +282,15 @@ SELECT %(topic)s::text, partition, "offset", %(topic_id)s::text, %(now)s::timest
        SET "offset" = EXCLUDED."offset", topic_id = EXCLUDED.topic_id,
            updated_at = EXCLUDED.updated_at
 """  # noqa: S608 - table and column names are constants; values are bound
-MARK_APPLIED = (
-    f"UPDATE {_OUTBOX_TABLE} SET applied_at = %(now)s::timestamptz "  # noqa: S608 - constant
-    "WHERE id = ANY(%(applied)b::bigint[]) AND applied_at IS NULL"
-)
+# The batch's commands, in the order it applied them: `applied_rank` is each one's place in the
+# batch (its first, if it came twice), so (applied_at, applied_rank) orders every applied command
+# as the matcher applied it (`manage.py replay` follows that order).
+MARK_APPLIED = f"""
+UPDATE {_OUTBOX_TABLE} AS o SET applied_at = %(now)s::timestamptz, applied_rank = a.rank
+  FROM (SELECT id, min(n) AS rank FROM unnest(%(applied)b::bigint[]) WITH ORDINALITY AS u(id, n)
+         GROUP BY id) AS a
+ WHERE o.id = a.id AND o.applied_at IS NULL
+"""  # noqa: S608 - table name from model metadata; values are bound
 EVENT_COLUMNS = (
     ("topic", "text"),
     ("key", "text"),
@@ -410,3 +443,89 @@ ORDER_FILLED_EQUALS_TRADES = f"""
      WHERE o.filled_quantity <> COALESCE(f.quantity, 0)
      ORDER BY 1
 """  # noqa: S608 - table names from model metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# The back office (trading/admin/)
+# ---------------------------------------------------------------------------------------------
+
+# A table's row count as the planner estimates it: rows per page at the last ANALYZE times the
+# pages the table has now (so a table that grew since is not under-counted). NULL before the
+# table was first analysed. Never a COUNT: that reads the whole table.
+TABLE_ROWS_ESTIMATE = """
+    SELECT CASE WHEN c.relpages > 0 AND c.reltuples >= 0
+                THEN (c.reltuples / c.relpages
+                      * (pg_relation_size(c.oid) / current_setting('block_size')::bigint))::bigint
+           END
+      FROM pg_class c
+     WHERE c.oid = %(table)s::regclass
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Settlement (trading.settlement): each trade side's amount is written once, in _SIDES.
+# ---------------------------------------------------------------------------------------------
+
+
+def _unsettled_sides(where: str) -> str:
+    """Every unsettled trade side with something to move: (account_id, trade_id, side,
+    asset_id, amount, settlement_date). The buyer receives the base quantity, the seller the
+    quote amount less its fee; a side that moves nothing (a seller whose quote amount is zero,
+    or all fee) is never settled (decision 0015). `where` filters both branches: columns of
+    `t` (the trade), `{account}` standing for the side's account."""
+    return f"""
+    SELECT t.buyer_id AS account_id, t.id AS trade_id, 'buy' AS side, i.base_id AS asset_id,
+           t.quantity AS amount, t.settlement_date
+      FROM {_table(Trade)} t JOIN {_table(Instrument)} i ON i.id = t.instrument_id
+     WHERE t.buyer_settlement_id IS NULL AND {where.format(account="t.buyer_id")}
+    UNION ALL
+    SELECT t.seller_id, t.id, 'sell', i.quote_id, t.quote_amount - t.seller_fee,
+           t.settlement_date
+      FROM {_table(Trade)} t JOIN {_table(Instrument)} i ON i.id = t.instrument_id
+     WHERE t.seller_settlement_id IS NULL AND t.quote_amount > t.seller_fee
+       AND {where.format(account="t.seller_id")}
+    """  # noqa: S608 - table names from model metadata
+
+
+# The accounts with sides due on or before a date (the partial indexes trade_*_unsettled).
+SETTLEMENT_ACCOUNTS_DUE = f"""
+    SELECT DISTINCT account_id
+      FROM ({_unsettled_sides("t.settlement_date <= %(date)s")}) sides
+     ORDER BY 1
+"""  # noqa: S608
+
+# The sides due of a batch of accounts, read before their locks (re-read after, by id).
+SETTLEMENT_SIDES_DUE = f"""
+    SELECT account_id, trade_id, side, asset_id, amount
+      FROM ({_unsettled_sides("t.settlement_date <= %(date)s AND {account} = ANY(%(accounts)s)")})
+           sides
+     ORDER BY account_id, trade_id
+"""  # noqa: S608
+
+# Of one account's sides read before its lock, those still unsettled (read under the lock).
+SETTLEMENT_SIDES_LOCKED = f"""
+    SELECT trade_id, side, asset_id, amount
+      FROM ({_unsettled_sides("t.id = ANY(%(trade_ids)s) AND {account} = %(account)s")}) sides
+     ORDER BY trade_id
+"""  # noqa: S608
+
+# Mark sides settled, each by its settlement; only an unsettled side is marked (the caller
+# checks that every side was, so a side is settled exactly once).
+SETTLEMENT_MARK_BUYER = f"""
+    UPDATE {_table(Trade)} t SET buyer_settlement_id = v.settlement_id
+      FROM unnest(%(trade_ids)s::bigint[], %(settlement_ids)s::bigint[]) v(id, settlement_id)
+     WHERE t.id = v.id AND t.buyer_settlement_id IS NULL
+"""  # noqa: S608
+SETTLEMENT_MARK_SELLER = f"""
+    UPDATE {_table(Trade)} t SET seller_settlement_id = v.settlement_id
+      FROM unnest(%(trade_ids)s::bigint[], %(settlement_ids)s::bigint[]) v(id, settlement_id)
+     WHERE t.id = v.id AND t.seller_settlement_id IS NULL
+"""  # noqa: S608
+
+# One account's amounts pending settlement, per asset and the date they settle on.
+SETTLEMENT_PENDING_BY_DATE = f"""
+    SELECT asset_id, settlement_date, SUM(amount), COUNT(*)
+      FROM ({_unsettled_sides("{account} = %(account)s")}) sides
+     GROUP BY 1, 2
+     ORDER BY 1, 2
+"""  # noqa: S608
