@@ -19,7 +19,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import DecimalField, Model
 
 from accounts.models import Account, Asset, Balance, Bucket, EntryKind, JournalEntry, Posting
 from trading import rules
@@ -92,9 +92,7 @@ PLACE_TERMS = (
     "taker_fee_rate",
 )
 _PLACE_TERMS = ",".join(  # (compact: the statement stays under psycopg's cache limit)
-    f"{name}::text {name}"
-    if Order._meta.get_field(name).get_internal_type() == "DecimalField"
-    else name
+    f"{name}::text {name}" if isinstance(Order._meta.get_field(name), DecimalField) else name
     for name in PLACE_TERMS
 )
 
@@ -529,3 +527,10 @@ SETTLEMENT_PENDING_BY_DATE = f"""
      GROUP BY 1, 2
      ORDER BY 1, 2
 """  # noqa: S608
+
+
+# --- replay (trading.replay) ------------------------------------------------------------------
+
+# Replay reads everything in one snapshot and writes nothing (the first statement of its
+# transaction).
+REPLAY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
