@@ -53,3 +53,10 @@ class ClientOrderIdConflict(TradingError):
 
     code = "client_order_id_conflict"
     status = 409
+
+
+class BreakNotResolvable(TradingError, ValueError):
+    """A reconciliation break cannot be resolved so: no note, unknown, or resolved already."""
+
+    code = "break_not_resolvable"
+    status = 409

@@ -529,6 +529,163 @@ SETTLEMENT_PENDING_BY_DATE = f"""
 """  # noqa: S608
 
 
+# --- reconciliation (trading.reconcile; the matcher's answer to `book.digest`) -------------
+
+# The matcher's answer to `book.digest` commands, at the commit of their batch (after its
+# writes): for each book asked (arrays, one element per book), the digest of its engine's live
+# orders (`memory`, `orders`: computed by `trading.matching.matcher.memory_digest`) and, here,
+# the digest of its open order rows in the same canonical form: one line per order in id
+# order, `id side price open R|S` (price in ticks: the protection price of a market or stop
+# order, as `Book.engine_order` takes it; open quantity in lots; S a stop not yet triggered),
+# joined by newlines, SHA-256 in hex. A price or quantity off the book's grid keeps its
+# fraction, so it cannot equal the engine's integer.
+_BOOK_STATUSES = f"'{Order.Status.NEW.value}', '{Order.Status.PARTIALLY_FILLED.value}'"
+_RUNS_AT_PROTECTION = f"'{Order.Type.MARKET.value}', '{Order.Type.STOP.value}'"
+BOOK_DIGEST_WRITE = f"""
+UPDATE {_table(BookState)} AS s
+   SET digest_request = GREATEST(s.digest_request, v.request), memory_digest = v.memory,
+       rows_digest = r.digest, digest_orders = v.orders, digest_at = %(now)s::timestamptz
+  FROM unnest(%(instrument)s::bigint[], %(tick)s::numeric[], %(lot)s::numeric[],
+              %(request)s::bigint[], %(memory)s::text[], %(orders)s::int[])
+       AS v(instrument_id, tick, lot, request, memory, orders),
+       LATERAL (
+           SELECT encode(sha256(convert_to(COALESCE(string_agg(
+                      o.id || ' ' || o.side || ' '
+                      || trim_scale(CASE WHEN o.type IN ({_RUNS_AT_PROTECTION})
+                                         THEN o.protection_price ELSE o.price END / v.tick)
+                      || ' ' || trim_scale((o.quantity - o.filled_quantity) / v.lot) || ' '
+                      || CASE WHEN o.stop_price IS NOT NULL AND o.triggered_at IS NULL
+                              THEN 'S' ELSE 'R' END,
+                      E'\\n' ORDER BY o.id), ''), 'UTF8')), 'hex') AS digest
+             FROM {_table(Order)} o
+            WHERE o.instrument_id = v.instrument_id AND o.status IN ({_BOOK_STATUSES})
+       ) AS r
+ WHERE s.instrument_id = v.instrument_id
+"""  # noqa: S608 - table names from model metadata, values from the models' enums; bound
+
+# Every trade number of each instrument, by symbol (the database's side of the `trades` topic).
+RECONCILE_TRADES = f"""
+SELECT i.symbol, array_agg(t.seq)
+  FROM {_table(Trade)} t JOIN {_table(Instrument)} i ON i.id = t.instrument_id
+ GROUP BY i.symbol
+"""  # noqa: S608 - table names from model metadata
+
+# Trades whose outbox row the relay has not sent yet (in flight, not missing): symbol, number.
+RECONCILE_TRADES_UNSENT = (
+    f"SELECT key, seq FROM {_OUTBOX_TABLE} "  # noqa: S608 - constant
+    "WHERE topic = %(topic)s AND sent_at IS NULL"
+)
+
+# Which of these (symbol, number) pairs are trades now (those on the topic but not in the
+# snapshot, made after it).
+RECONCILE_TRADES_FOUND = f"""
+SELECT v.symbol, v.seq
+  FROM unnest(%(symbols)s::text[], %(seqs)s::bigint[]) AS v(symbol, seq)
+  JOIN {_table(Instrument)} i ON i.symbol = v.symbol
+  JOIN {_table(Trade)} t ON t.instrument_id = i.id AND t.seq = v.seq
+"""  # noqa: S608 - table names from model metadata; values are bound
+
+# Every fill of every account in trade order (per instrument), for the positions' fold.
+RECONCILE_FILLS = f"""
+SELECT instrument_id, buyer_id, seller_id, quantity, price
+  FROM {_table(Trade)} ORDER BY instrument_id, seq
+"""  # noqa: S608 - table name from model metadata
+
+RECONCILE_POSITIONS = f"""
+SELECT p.account_id, p.instrument_id, i.symbol, p.quantity, p.average_cost, p.realized_pnl
+  FROM {_table(Position)} p JOIN {_table(Instrument)} i ON i.id = p.instrument_id
+"""  # noqa: S608 - table names from model metadata
+
+# Rows: symbol, first and last number of a range, and what is wrong with it: `missing` (no
+# trade has these numbers, at or below the book's trade counter) or `beyond` (a trade numbered
+# past the counter, which the matcher would number again; one row each).
+TRADE_SEQUENCE_HOLES = f"""
+WITH numbered AS (
+    SELECT instrument_id, seq,
+           lag(seq, 1, 0::bigint) OVER (PARTITION BY instrument_id ORDER BY seq) AS prev
+      FROM {_table(Trade)}
+), top AS (
+    SELECT instrument_id, max(seq) AS seq FROM {_table(Trade)} GROUP BY 1
+), holes AS (
+    SELECT n.instrument_id, n.prev + 1 AS first, LEAST(n.seq - 1, s.trade_seq) AS last,
+           'missing' AS what
+      FROM numbered n JOIN {_table(BookState)} s ON s.instrument_id = n.instrument_id
+     WHERE n.seq > n.prev + 1 AND n.prev < s.trade_seq
+    UNION ALL
+    SELECT s.instrument_id, COALESCE(t.seq, 0) + 1, s.trade_seq, 'missing'
+      FROM {_table(BookState)} s LEFT JOIN top t ON t.instrument_id = s.instrument_id
+     WHERE s.trade_seq > COALESCE(t.seq, 0)
+    UNION ALL
+    SELECT n.instrument_id, n.seq, n.seq, 'beyond'
+      FROM numbered n LEFT JOIN {_table(BookState)} s ON s.instrument_id = n.instrument_id
+     WHERE n.seq > COALESCE(s.trade_seq, 0)
+)
+SELECT i.symbol, h.first, h.last, h.what
+  FROM holes h JOIN {_table(Instrument)} i ON i.id = h.instrument_id
+ ORDER BY 1, 2
+"""  # noqa: S608 - table names from model metadata
+
+# The matcher's numbered event streams (outbox rows of `topics`, e.g. book and account
+# events, against StreamSequence). Rows: topic, key, first, last, what: `missing` (at or below
+# the stream's last number), `repeated` (a number used twice) or `beyond` (an event numbered
+# past the stream's last number; one row each).
+STREAM_SEQUENCE_HOLES = f"""
+WITH numbered AS (
+    SELECT o.topic, o.key, o.seq, COALESCE(s.seq, 0) AS last,
+           lag(o.seq, 1, 0::bigint) OVER (PARTITION BY o.topic, o.key ORDER BY o.seq) AS prev
+      FROM {_OUTBOX_TABLE} o
+      LEFT JOIN {_table(StreamSequence)} s ON s.topic = o.topic AND s.key = o.key
+     WHERE o.topic = ANY(%(topics)s::text[])
+), top AS (
+    SELECT topic, key, max(seq) AS seq FROM numbered GROUP BY 1, 2
+)
+SELECT topic, key, prev + 1, LEAST(seq - 1, last), 'missing' FROM numbered
+ WHERE seq > prev + 1 AND prev < last
+UNION ALL
+SELECT topic, key, seq, seq, 'repeated' FROM numbered WHERE seq = prev
+UNION ALL
+SELECT s.topic, s.key, COALESCE(t.seq, 0) + 1, s.seq, 'missing'
+  FROM {_table(StreamSequence)} s LEFT JOIN top t ON t.topic = s.topic AND t.key = s.key
+ WHERE s.topic = ANY(%(topics)s::text[]) AND s.seq > COALESCE(t.seq, 0)
+UNION ALL
+SELECT topic, key, seq, seq, 'beyond' FROM numbered WHERE seq > last
+ ORDER BY 1, 2, 3
+"""  # noqa: S608 - table names from model metadata; values are bound
+
+# Each order's cancel and replace commands (`types`, on `topic`) are numbered 1, 2, ... up to
+# its `command_seq`, each once, and it applied none past that. Rows: order id, symbol,
+# command_seq, applied_seq, commands found, distinct numbers, highest number.
+ORDER_COMMAND_GAPS = f"""
+WITH commands AS (
+    SELECT (data->>'order_id')::bigint AS order_id, min(key) AS symbol, count(*) AS found,
+           count(DISTINCT seq) AS numbers, max(seq) AS top
+      FROM {_OUTBOX_TABLE}
+     WHERE topic = %(topic)s AND type = ANY(%(types)s::text[])
+     GROUP BY 1
+), numbered AS (
+    SELECT o.id, o.instrument_id, o.command_seq, o.applied_seq FROM {_table(Order)} o
+     WHERE o.command_seq > 0 OR o.applied_seq > 0
+)
+SELECT COALESCE(o.id, c.order_id), COALESCE(i.symbol, c.symbol), COALESCE(o.command_seq, 0),
+       COALESCE(o.applied_seq, 0), COALESCE(c.found, 0), COALESCE(c.numbers, 0),
+       COALESCE(c.top, 0)
+  FROM numbered o
+  FULL OUTER JOIN commands c ON c.order_id = o.id
+  LEFT JOIN {_table(Instrument)} i ON i.id = o.instrument_id
+ WHERE COALESCE(c.found, 0) <> COALESCE(o.command_seq, 0)
+    OR COALESCE(c.numbers, 0) <> COALESCE(c.found, 0)
+    OR COALESCE(c.top, 0) <> COALESCE(o.command_seq, 0)
+    OR COALESCE(o.applied_seq, 0) > COALESCE(o.command_seq, 0)
+ ORDER BY 1
+"""  # noqa: S608 - table names from model metadata; values are bound
+
+# One run stores its breaks at a time (a transaction-scoped advisory lock: namespace, key).
+RECONCILE_STORE_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+
+# Reconciliation reads its checks in one snapshot (the first statement of its transaction).
+RECONCILE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
 # --- replay (trading.replay) ------------------------------------------------------------------
 
 # Replay reads everything in one snapshot and writes nothing (the first statement of its

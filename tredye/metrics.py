@@ -144,6 +144,14 @@ STREAM_LAST_EVENT_AGE = Gauge(
     multiprocess_mode="livemax",
 )
 
+# --- reconciliation (set by trading.reconcile: each run, and each break resolved) -------------
+# The latest count wins, whichever process set it (a `manage.py reconcile` that has ended too).
+RECONCILIATION_OPEN_BREAKS = Gauge(
+    "tredye_reconciliation_open_breaks",
+    "Reconciliation breaks not resolved yet, as the latest run or resolution counted them.",
+    multiprocess_mode="mostrecent",
+)
+
 # --- this endpoint --------------------------------------------------------------------------
 SCRAPES = Counter("tredye_metrics_scrapes", "Scrapes of /metrics answered, by every process.")
 

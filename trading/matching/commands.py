@@ -23,9 +23,12 @@ REPLACE = "order.replace"
 EXPIRE_DAY = "book.expire_day"
 # New trading rules of one instrument, for the orders after it (trading/reference.py).
 RULES_CHANGE = "instrument.rules"
+# Asks the matcher for the digest of one book, in memory and in PostgreSQL, at the commit of
+# the batch that holds it (trading/reconcile.py writes it; the answer is in BookState).
+BOOK_DIGEST = "book.digest"
 
 # Commands that name a book, not an order.
-BOOK_COMMANDS = (EXPIRE_DAY, RULES_CHANGE)
+BOOK_COMMANDS = (EXPIRE_DAY, RULES_CHANGE, BOOK_DIGEST)
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ def command_decode(raw: bytes | None) -> Command:
         return Command(EXPIRE_DAY, envelope.key, 0)
     if envelope.type == RULES_CHANGE:
         return Command(RULES_CHANGE, envelope.key, 0, rules=rules_decode(data))
+    if envelope.type == BOOK_DIGEST:
+        return Command(BOOK_DIGEST, envelope.key, 0)
     order_id = data.get("order_id")
     if isinstance(order_id, bool) or not isinstance(order_id, int) or not 0 < order_id < 2**63:
         raise EnvelopeError("order_id missing or not a positive 64-bit integer")

@@ -10,6 +10,8 @@ double-fills (docs/decisions/0009). What a command does to its book's orders is 
 
 from __future__ import annotations
 
+import hashlib
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,6 +21,7 @@ from trading import sql
 from trading.matching.books import RULES_CHANGED, Book
 from trading.matching.commands import (
     BOOK_COMMANDS,
+    BOOK_DIGEST,
     Command,
 )
 from trading.matching.events import event_rows
@@ -118,6 +121,11 @@ class Matcher:
                 continue
             if command.order_id in unknown:
                 result.dead.append((command.record, unknown[command.order_id]))
+                continue
+            if command.kind == BOOK_DIGEST:
+                # Answered at commit, after every other command of the batch.
+                asked = result.digests.get(command.symbol, 0)
+                result.digests[command.symbol] = max(asked, command.outbox_id or 0)
                 continue
             book = self.books[command.symbol]
             self.lifecycle.apply(book, command, result, ts)
@@ -221,5 +229,39 @@ class Matcher:
             # to the commit.
             if result.entries:
                 ledger_post(entries=result.entries)
+            if result.digests:
+                self._digests_write(result)
         for book in self.books.values():
             book.dirty = False
+
+    def _digests_write(self, result: BatchResult) -> None:
+        """Answer the batch's `book.digest` commands: for each book asked, the digest of its
+        engine's live orders and, in the same statement and transaction (after the batch's
+        writes), that of its open order rows, into its BookState."""
+        books = [self.books[symbol] for symbol in sorted(result.digests)]
+        digests = [memory_digest(book) for book in books]
+        params = {
+            "now": result.now,
+            "instrument": [book.instrument.pk for book in books],
+            "tick": [book.tick for book in books],
+            "lot": [book.lot for book in books],
+            "request": [result.digests[book.symbol] for book in books],
+            "memory": [digest for digest, _ in digests],
+            "orders": [count for _, count in digests],
+        }
+        prepared_cursor().execute(sql.BOOK_DIGEST_WRITE, params)
+
+
+def memory_digest(book: Book) -> tuple[str, int]:
+    """The digest of a book's live orders as its engine holds them, and their count.
+
+    The canonical form, which `sql.BOOK_DIGEST_WRITE` builds from the open order rows too:
+    one line per order in id order, `id side price open R|S` (price in ticks, open quantity in
+    lots, R resting or S a stop not yet triggered), joined by newlines, hashed with SHA-256.
+    """
+    views = sorted(book.engine.orders(), key=lambda view: view.id)
+    text = "\n".join(
+        f"{view.id} {view.side.name.lower()} {view.price} {view.qty} {'S' if view.pending else 'R'}"
+        for view in views
+    )
+    return hashlib.sha256(text.encode()).hexdigest(), len(views)

@@ -77,6 +77,9 @@ class BatchResult:
     orders: dict[int, Order] = field(default_factory=dict)
     # Extra hold each order's replace moved out of `held_for_replace`.
     replace_holds: dict[int, Decimal] = field(default_factory=dict)
+    # Books whose digest a `book.digest` command asked for: symbol -> the highest outbox id of
+    # those commands (0 for a record without one). Answered at commit (`Matcher._commit`).
+    digests: dict[str, int] = field(default_factory=dict)
 
 
 def _columns(
