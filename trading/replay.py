@@ -254,6 +254,7 @@ class Replayer:
             return
         asset = hold_asset(book.instrument, order.side)
         self._hold(order.account_id, asset.pk, command.extra_hold)
+        order.held_for_replace += command.extra_hold  # the matcher moves it (`replace_holds`)
 
     # -- what the matcher did with them ---------------------------------------------------------
     def apply(self, batch: list[Recorded], now: datetime.datetime) -> None:
@@ -291,6 +292,8 @@ class Replayer:
             for leg in entry.legs:
                 self._move(leg.account.pk, leg.asset.pk, leg.bucket, leg.amount)
         self.trades.extend(result.trades)
+        for order_id, moved in result.replace_holds.items():
+            self.orders[order_id].held_for_replace -= moved
         for book in self.books.values():
             # The matcher turns these into book events; nothing here reads them.
             book.deltas = {}
@@ -323,7 +326,7 @@ def _topic_read(
         found: dict[int, list[Recorded]] = defaultdict(list)
         seen: set[int] = set()
         records = 0
-        quiet = time.monotonic()
+        quiet = shown = time.monotonic()
         while len(seen) < len(applied) and time.monotonic() - quiet < TOPIC_IDLE_S:
             for tp, items in consumer.poll(timeout_ms=100).items():
                 quiet = time.monotonic()
@@ -333,7 +336,9 @@ def _topic_read(
                     if outbox_id in applied and outbox_id not in seen:
                         seen.add(outbox_id)
                         found[tp.partition].append(Recorded(outbox_id, record.value))
-            progress(f"read {records:,} records of {physical}")
+            if time.monotonic() - shown >= 1.0:
+                shown = time.monotonic()
+                progress(f"read {records:,} records of {physical}")
     except KafkaError as error:
         return None, f"the topic could not be read ({error})"
     finally:
@@ -462,14 +467,18 @@ def _compare(
 
 ORDER_FIELDS = (
     "status",
+    "reason",
     "quantity",
     "price",
     "filled_quantity",
     "filled_notional",
+    "filled_quote",
     "average_price",
     "fees",
     "held",
+    "held_for_replace",
     "book_seq",
+    "applied_seq",
 )
 TRADE_FIELDS = (
     "price",

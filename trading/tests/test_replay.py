@@ -13,9 +13,11 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import F
+from django.utils import timezone
 
 from testing.helpers import manage, place, wait_for
 from trading.exceptions import TradingError
+from trading.matching.commands import PLACE
 from trading.models import Order, Outbox, Position, Trade
 from trading.reference import instrument_rules_change
 from trading.replay import DATABASE, TOPIC, ReplayError, replay_run
@@ -126,6 +128,11 @@ def test_replay_of_thousands_of_orders_equals_postgresql_and_shows_an_altered_ro
     assert cancels + cancels_2 > 200
     assert replaces + replaces_2 > 150
     assert {"filled", "partially_filled", "canceled", "expired", "rejected", "new"} <= statuses
+    assert Order.objects.filter(type="market", filled_quantity__gt=0).exists()
+    assert Order.objects.filter(type="stop_limit", triggered_at__isnull=False).exists()
+    assert Order.objects.filter(time_in_force="ioc", status="canceled").exists()
+    assert Order.objects.filter(time_in_force="day", status="expired").exists()
+    assert Order.objects.filter(status="partially_filled", command_seq__gt=0).exists()
     assert Trade.objects.filter(instrument=first).count() > 300
     assert Trade.objects.filter(instrument=second).count() > 300
     assert not Outbox.objects.filter(
@@ -201,3 +208,69 @@ def test_bad_arguments_are_refused_and_a_topic_without_the_commands_is_not_used(
     report = replay_run()
     assert report.source == DATABASE
     assert "topic" in report.source_reason
+
+
+def _filled(account: object, market: object, side: str) -> Order:
+    return Order.objects.create(
+        account=account,
+        instrument=market,
+        client_order_id=uuid.uuid4().hex,
+        side=side,
+        type=Order.Type.LIMIT,
+        time_in_force=Order.TimeInForce.GTC,
+        quantity=D("1"),
+        price=D("10"),
+        filled_quantity=D("1"),
+        status=Order.Status.FILLED,
+        maker_fee_rate=D(0),
+        taker_fee_rate=D(0),
+    )
+
+
+def test_orders_placed_before_place_commands_carried_their_terms_are_not_differences(
+    make_instrument, make_account
+):
+    # given: a market whose orders and trade are in PostgreSQL without a replayable command
+    market = make_instrument()
+    buyer, seller = make_account(), make_account()
+    maker, taker = _filled(seller, market, "sell"), _filled(buyer, market, "buy")
+    Trade.objects.create(
+        instrument=market,
+        seq=1,
+        maker_order=maker,
+        taker_order=taker,
+        buyer=buyer,
+        seller=seller,
+        price=D("10"),
+        quantity=D("1"),
+        quote_amount=D("10"),
+        aggressor_side="buy",
+        settlement_date=timezone.now().date(),
+    )
+    orders = (maker.pk, taker.pk)
+    unexplained = replay_run(source=DATABASE)
+    assert {d.line() for t in unexplained.tables for d in t.differences} >= {
+        f"order {orders[0]}: only in PostgreSQL",
+        f"{market.symbol} trade 1: only in PostgreSQL",
+    }
+
+    # when: their place commands are the old kind, which name the order only
+    Outbox.objects.bulk_create(
+        Outbox(
+            topic=kafka.ORDERS,
+            key=market.symbol,
+            type=PLACE,
+            seq=0,
+            ts=0,
+            data={"order_id": order_id},
+            applied_at=timezone.now(),
+            applied_rank=1,
+        )
+        for order_id in orders
+    )
+    report = replay_run(source=DATABASE)
+
+    # then: they are reported as not replayable, and their book is left out, not a difference
+    assert report.not_replayable == dict.fromkeys(orders, market.symbol)
+    assert report.is_clean, "\n".join(report.lines())
+    assert "2 orders are not replayable" in "\n".join(report.lines())
