@@ -241,6 +241,14 @@ CELERY_BEAT_SCHEDULE["expire-day-orders"] = {
         hour=TRADING_DAY_END_UTC.split(":")[0], minute=TRADING_DAY_END_UTC.split(":")[1]
     ),
 }
+# Reconciliation (trading.reconcile) every this many seconds; how long a run waits for the
+# matcher's digests of its books (a book not answered in time is reported unchecked).
+RECONCILE_INTERVAL_S = env.float("RECONCILE_INTERVAL_S", default=300.0)
+RECONCILE_DIGEST_TIMEOUT_S = env.float("RECONCILE_DIGEST_TIMEOUT_S", default=10.0)
+CELERY_BEAT_SCHEDULE["reconcile"] = {
+    "task": "trading.tasks.reconcile",
+    "schedule": RECONCILE_INTERVAL_S,
+}
 
 # Addresses or networks of the reverse proxies in front of daphne (comma-separated, e.g.
 # 127.0.0.1 when the proxy runs on the same host). Only a request from one of them has its
