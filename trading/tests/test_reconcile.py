@@ -274,3 +274,25 @@ def test_resolving_a_break_requires_a_note_and_happens_once(make_account):
         break_resolve(break_id=row.pk + 1000, user=operator, note="who?")
     assert refused.value.code == "unknown_break"
     assert "held_mismatch" in KINDS
+
+
+def test_the_beat_task_reconciles_and_says_which_books_the_matcher_did_not_answer(
+    make_instrument, kafka_topics, settings
+):
+    # given an instrument and no matcher running
+    market = make_instrument()
+    settings.RECONCILE_DIGEST_TIMEOUT_S = 0.3
+    from trading.tasks import reconcile
+
+    # when beat's task runs
+    run = ReconciliationRun.objects.get(pk=reconcile.run())
+
+    # then it reconciled, and the book it could not compare is said so, not a break
+    assert run.trigger == "beat"
+    assert run.status == ReconciliationRun.Status.CLEAN, run.report
+    assert run.checked["books"]["not_checked"] == f"the matcher did not answer: {market.symbol}"
+    assert f"NOT CHECKED books: the matcher did not answer: {market.symbol}" in run.report
+    assert settings.CELERY_BEAT_SCHEDULE["reconcile"] == {
+        "task": "trading.tasks.reconcile",
+        "schedule": settings.RECONCILE_INTERVAL_S,
+    }
