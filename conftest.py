@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -239,3 +240,84 @@ def make_trades(db) -> Callable[..., object]:
     from testing import factories
 
     return factories.make_trades
+
+
+# ---------------------------------------------------------------------------------------------
+# Celery: a real worker process on the test database and Redis
+# ---------------------------------------------------------------------------------------------
+
+# The Redis database of test workers (never CELERY_BROKER_URL's, which `make run` uses); each
+# session also has a queue of its own, so two test runs never take each other's tasks.
+TEST_CELERY_REDIS_DB = 2
+
+
+class CeleryWorker:
+    """A `celery -A tredye worker` child process consuming a queue of this session's own."""
+
+    def __init__(self, process: Process, queue: str) -> None:
+        self.process = process
+        self.queue = queue
+
+    def run(self, task: object, timeout_s: float = 60.0, **kwargs: object) -> object:
+        """Send `task` with `kwargs` to this worker; return its result, or raise what it
+        raised (celery re-raises the task's exception here)."""
+        import time
+
+        from celery.exceptions import TimeoutError as ResultTimeout
+
+        result = task.apply_async(kwargs=kwargs, queue=self.queue, ignore_result=False)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if self.process.popen.poll() is not None:
+                    raise RuntimeError(f"the celery worker exited\n{self.process.output()}")
+                try:
+                    return result.get(timeout=0.5)
+                except ResultTimeout:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{task} took over {timeout_s} s\n{self.process.output()}"
+                        ) from None
+        finally:
+            result.forget()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(start_process, process_env: dict[str, str]) -> Iterator[CeleryWorker]:
+    """A real Celery worker (solo pool) on the test database, its broker and results in Redis
+    database TEST_CELERY_REDIS_DB; the test process sends to it through the same app."""
+    from django.conf import settings
+
+    from tredye.celery import app
+
+    base = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
+    url = f"{base}/{TEST_CELERY_REDIS_DB}"
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    saved = {key: app.conf[key] for key in ("broker_url", "result_backend")}
+    app.conf.update(broker_url=url, result_backend=url)
+    process = start_process(
+        f"celery-{queue}",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tredye",
+        "-b",
+        url,
+        "--result-backend",
+        url,
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        "--pool",
+        "solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    )
+    yield CeleryWorker(process, queue)
+    process.stop()
+    app.conf.update(saved)

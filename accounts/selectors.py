@@ -54,6 +54,11 @@ class BalanceRow:
     def total(self) -> Decimal:
         return self.available + self.held + self.pending
 
+    @property
+    def settled(self) -> Decimal:
+        """What is settled: available plus held (pending is traded, not yet settled)."""
+        return self.available + self.held
+
 
 def balance_list(*, account: Account, include_every_asset: bool = False) -> list[BalanceRow]:
     """Return the account's balance in each asset it holds (or in every asset), by code."""

@@ -48,6 +48,7 @@ from accounts.models import (
     AMOUNT_MAX_DIGITS,
     Account,
     Asset,
+    Balance,
     Bucket,
     EntryKind,
     IdempotencyKey,
@@ -613,11 +614,45 @@ def withdraw(
 ) -> JournalEntry:
     """Pay money out of the account's available balance (never from held or pending).
 
-    Raises AccountFrozen, InsufficientFunds, InvalidAmount, UnknownAsset, UnknownAccount,
-    InvalidEntry or IdempotencyConflict.
+    Only settled funds leave: the refusal of more than is available says how much is held
+    for orders and how much is pending settlement. Raises AccountFrozen, InsufficientFunds,
+    InvalidAmount, UnknownAsset, UnknownAccount, InvalidEntry or IdempotencyConflict.
     """
-    request = {"reference": reference, "idempotency_key": idempotency_key, "memo": memo}
-    return _post_flow(WITHDRAWAL, account=account, asset=asset, amount=amount, **request)
+    spec = flow_entry(
+        WITHDRAWAL,
+        account=account,
+        asset=asset,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        memo=memo,
+    )
+    out = spec.legs[0]  # out of the account's available (the flow's source)
+    refuse_frozen = _refuse_frozen(account, "withdraw")
+
+    def policy(locked: dict[int, Account]) -> None:
+        refuse_frozen(locked)
+        balance = Balance.objects.filter(account_id=account.pk, asset=out.asset).first()
+        available, held, pending = (
+            (balance.available, balance.held, balance.pending) if balance else (_ZERO,) * 3
+        )
+        if available < -out.amount:
+            unsettled = (
+                f"{amount_format(pending, out.asset)} more is pending settlement "
+                "(withdrawable once its trades settle)"
+                if pending
+                else "nothing is pending settlement"
+            )
+            on_orders = (
+                f"; {amount_format(held, out.asset)} is held for open orders" if held else ""
+            )
+            raise InsufficientFunds(
+                f"{_account_label(locked.get(account.pk, account))} has "
+                f"{amount_format(available, out.asset)} available, "
+                f"{amount_format(-out.amount, out.asset)} needed; {unsettled}{on_orders}"
+            )
+
+    return _post_locked(spec=spec, lock=[account], policy=policy)
 
 
 @transaction.atomic(durable=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import selectors, services
 from accounts.forms import SignupForm
+from accounts.models import Account
 from tredye.api import AuthenticatedHttpRequest
 
 
@@ -75,17 +77,36 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", {"form": form, "next": _next_url(request)})
 
 
+# Sections other apps add to the balances page (trading: when pending amounts settle, and the
+# daily statements to download), each a function of the account returning a template and its
+# context. Apps register them when they are ready, so accounts imports none of them.
+BalancesSection = Callable[[Account], tuple[str, dict[str, object]]]
+_BALANCES_SECTIONS: list[BalancesSection] = []
+
+
+def balances_section_register(section: BalancesSection) -> None:
+    """Show `section` on the balances page, under the balances (once, however often called)."""
+    if section not in _BALANCES_SECTIONS:
+        _BALANCES_SECTIONS.append(section)
+
+
 @login_required
 @require_http_methods(["GET"])
 def balances(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The user's balances per asset and their ledger history, a page at a time."""
+    """The user's balances per asset (settled apart from pending settlement), the sections
+    other apps register, and their ledger history, a page at a time."""
     account = services.account_open(user=request.user)
+    sections = []
+    for section in _BALANCES_SECTIONS:
+        template, context = section(account)
+        sections.append({"template": template, "context": context})
     return render(
         request,
         "accounts/balances.html",
         {
             "account": account,
             "balances": selectors.balance_list(account=account, include_every_asset=True),
+            "sections": sections,
             "history": selectors.ledger_history(account=account, page=request.GET.get("page", 1)),
         },
     )

@@ -80,3 +80,27 @@ class Calendar:
 
     def settlement_date(self, executed_at: datetime.datetime, days: int) -> datetime.date:
         return business_days_after(trade_date(executed_at, self.end), days, self.holidays)
+
+
+# --- a trading day's bounds (settlement and statements) ------------------------------------
+
+
+def day_bounds(
+    day: datetime.date, end: datetime.time | None = None
+) -> tuple[datetime.datetime, datetime.datetime]:
+    """The UTC moments [start, end) of trading day `day`: the moments `trade_date` puts on it.
+
+    With an end of 21:00 Tuesday runs from Monday 21:00 to Tuesday 21:00; with 00:00 it is the
+    UTC date.
+    """
+    end = day_end() if end is None else end
+    if end.hour or end.minute:
+        start = datetime.datetime.combine(day - datetime.timedelta(days=1), end, datetime.UTC)
+    else:
+        start = datetime.datetime.combine(day, datetime.time(0), datetime.UTC)
+    return start, start + datetime.timedelta(days=1)
+
+
+def today(now: datetime.datetime | None = None) -> datetime.date:
+    """Today's trade date (the trading day now belongs to)."""
+    return trade_date(now or datetime.datetime.now(datetime.UTC))

@@ -15,3 +15,13 @@ urlpatterns = [
     # last: any other API path is a JSON 404 (tredye.api.api_not_found)
     re_path(r"^api/", api_not_found),
 ]
+
+# Daily statements (decision 0015): pages of the signed-in trader, not the JSON API.
+urlpatterns += [
+    path("statements/", views.statements, name="statements"),
+    re_path(
+        r"^statements/(?P<day>[^/]+)\.(?P<file_format>csv|pdf)$",
+        views.statement_download,
+        name="statement_download",
+    ),
+]

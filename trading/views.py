@@ -8,14 +8,25 @@ limited to ORDER_RATE_LIMIT_PER_S requests per account per second; past it, 429.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotFound,
+    JsonResponse,
+)
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
 
 from accounts.exceptions import LedgerError
 from accounts.models import Account
@@ -23,6 +34,9 @@ from accounts.selectors import account_for_user
 from trading import selectors, services
 from trading.exceptions import TradingError
 from trading.messages import account_fill_message, order_message, position_message
+from trading.models import DailyStatement
+from trading.settlement import settlement_pending_list
+from trading.statements import statement_csv, statement_get, statement_list, statement_pdf
 from tredye import ratelimit
 from tredye.api import (
     AuthenticatedHttpRequest,
@@ -229,3 +243,63 @@ def trades(request: HttpRequest, account: Account) -> JsonResponse:
 def positions(request: HttpRequest, account: Account) -> JsonResponse:
     rows = selectors.position_list(account=account)
     return JsonResponse({"positions": [position_message(position) for position in rows]})
+
+
+# --- settlement and daily statements (decision 0015): pages, not the JSON API ---------------
+
+STATEMENTS_ON_BALANCES_PAGE = 10
+STATEMENTS_PER_PAGE = 50
+
+
+def balances_section(account: Account) -> tuple[str, dict[str, object]]:
+    """The balances page's section of trading (registered in TradingConfig.ready): when the
+    pending amounts settle, and the latest daily statements to download."""
+    return (
+        "trading/_balances_settlement.html",
+        {
+            "pending": settlement_pending_list(account_id=account.pk),
+            "statements": list(statement_list(account_id=account.pk)[:STATEMENTS_ON_BALANCES_PAGE]),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET"])
+def statements(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The signed-in trader's daily statements, newest first, a page at a time."""
+    account = account_for_user(user=request.user)
+    rows = statement_list(account_id=account.pk) if account else DailyStatement.objects.none()
+    page = Paginator(rows, STATEMENTS_PER_PAGE).get_page(request.GET.get("page", 1))
+    return render(request, "trading/statements.html", {"account": account, "page": page})
+
+
+@login_required
+@require_http_methods(["GET"])
+def statement_download(
+    request: AuthenticatedHttpRequest, day: str, file_format: str
+) -> HttpResponse:
+    """One of the trader's own daily statements as CSV or PDF; any other is 404."""
+    try:
+        date = datetime.date.fromisoformat(day)
+    except ValueError:
+        return HttpResponseBadRequest(
+            f"{day!r} is not a date: a statement is named by its trading day, YYYY-MM-DD.",
+            content_type="text/plain; charset=utf-8",
+        )
+    account = account_for_user(user=request.user)
+    statement = statement_get(account_id=account.pk, date=date) if account else None
+    if statement is None:
+        return HttpResponseNotFound(
+            f"You have no statement for {date.isoformat()}: statements are stored after each "
+            "trading day ends, for the days your account had a balance or activity.",
+            content_type="text/plain; charset=utf-8",
+        )
+    filename = f"tredye-statement-{date.isoformat()}.{file_format}"
+    if file_format == "csv":
+        response = HttpResponse(
+            statement_csv(statement.data), content_type="text/csv; charset=utf-8"
+        )
+    else:
+        response = HttpResponse(statement_pdf(statement.data), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

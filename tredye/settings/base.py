@@ -249,6 +249,25 @@ CELERY_BEAT_SCHEDULE["reconcile"] = {
     "task": "trading.tasks.reconcile",
     "schedule": RECONCILE_INTERVAL_S,
 }
+# Settlement (trading.tasks.settle, decision 0015): every SETTLEMENT_INTERVAL_S for today's
+# trade date, so T+0 trades settle the same day and T+N ones early on their day.
+SETTLEMENT_INTERVAL_S = env.float("SETTLEMENT_INTERVAL_S", default=300.0)
+CELERY_BEAT_SCHEDULE["settle"] = {
+    "task": "trading.tasks.settle",
+    "schedule": SETTLEMENT_INTERVAL_S,
+}
+# Daily statements of the day that just ended, this many minutes after TRADING_DAY_END_UTC
+# (after DAY orders expire).
+STATEMENTS_AFTER_DAY_END_MIN = env.int("STATEMENTS_AFTER_DAY_END_MIN", default=5)
+_statements_at = (
+    int(TRADING_DAY_END_UTC.split(":")[0]) * 60
+    + int(TRADING_DAY_END_UTC.split(":")[1])
+    + STATEMENTS_AFTER_DAY_END_MIN
+) % (24 * 60)
+CELERY_BEAT_SCHEDULE["store-statements"] = {
+    "task": "trading.tasks.store_statements",
+    "schedule": crontab(hour=_statements_at // 60, minute=_statements_at % 60),
+}
 
 # Addresses or networks of the reverse proxies in front of daphne (comma-separated, e.g.
 # 127.0.0.1 when the proxy runs on the same host). Only a request from one of them has its
