@@ -26,13 +26,14 @@ from testing.helpers import (
     ledger_state,
     new_key,
     place,
+    race,
     settled,
     wait_for,
 )
 from trading import business_days, tasks
 from trading.business_days import Calendar, business_days_after, day_bounds, trade_date
 from trading.models import DailyStatement, Holiday, Order, Position, Settlement, Trade
-from trading.settlement import settlement_pending_list
+from trading.settlement import settlement_pending_list, settlement_run
 from trading.statements import statement_build
 
 D = Decimal
@@ -364,4 +365,52 @@ def test_a_week_of_trades_settles_on_the_right_days(
     assert bad.status_code == 400
     assert b"YYYY-MM-DD" in bad.content
 
+    assert_ledger_sound()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_interrupted_run_resumes_racing_runs_settle_each_side_once(
+    order_path, make_instrument, make_account, make_asset
+):
+    # given: two T+0 fills of one buy order at 0.001: the first costs 0.01 (its notional
+    # rounded up), the second nothing (0.002 still rounds to 0.01), so its seller's side is zero
+    usd = make_asset("USD")
+    market = make_instrument(tick="0.001", settlement_days=0)
+    buyer = make_account(funds={usd: "10"})
+    seller = make_account(funds={market.base: "5"})
+    settled(place(seller, market, "sell", "1", price="0.001"))
+    settled(place(seller, market, "sell", "1", price="0.001"))
+    _filled(place(buyer, market, "buy", "2", price="0.001"))
+    first, second = Trade.objects.filter(instrument=market).order_by("seq")
+    assert (first.quote_amount, second.quote_amount) == (D("0.01"), D(0))
+    assert settlement_pending_list(account_id=seller.pk)[0].amount == D("0.01")
+
+    # when: a run stops after its first account (the buyer's, the lower id)...
+    class Stopped(Exception):
+        pass
+
+    def stop(_step: object) -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        settlement_run(date=business_days.today(), progress=stop)
+    assert balance_of(buyer, market.base) == (D(2), 0, 0)
+    assert balance_of(seller, usd) == (0, 0, D("0.01"))
+
+    # ... and two runs then race for the rest
+    outcomes = race(2, lambda _: settlement_run(date=business_days.today()))
+
+    # then: each side with something to move is settled once, by one of them
+    assert not [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert sum(outcome.trades for outcome in outcomes) == 1  # type: ignore[union-attr]
+    assert balance_of(buyer, market.base) == (D(2), 0, 0)
+    assert balance_of(seller, usd) == (D("0.01"), 0, 0)
+    rows = {(row.account_id, row.asset_id): row for row in Settlement.objects.all()}
+    assert rows[(buyer.pk, market.base_id)].trade_count == 2
+    assert rows[(seller.pk, usd.pk)].amount == D("0.01")
+    second.refresh_from_db()
+    assert second.buyer_settlement_id is not None
+    assert second.seller_settlement_id is None  # nothing to move: never settled, never due
+    assert settlement_pending_list(account_id=seller.pk) == []
+    assert settlement_run(date=business_days.today()).trades == 0
     assert_ledger_sound()
