@@ -24,6 +24,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
+from accounts.exceptions import LedgerError
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account, Asset, Bucket, EntryKind
 from accounts.services import EntrySpec, Leg, ledger_post, platform_account_open
@@ -113,9 +114,15 @@ def settlement_run(
         for account_id, trade_id, _side, _asset, _amount in cursor.fetchall():
             due[account_id].append(trade_id)
         for account_id in batch:
-            written, settled_sides = _account_settle(
-                account_id=account_id, date=date, trade_ids=due.get(account_id, [])
-            )
+            try:
+                written, settled_sides = _account_settle(
+                    account_id=account_id, date=date, trade_ids=due.get(account_id, [])
+                )
+            except LedgerError as error:  # e.g. less pending than its trades say: a break
+                raise SettlementError(
+                    f"account #{account_id} cannot settle: {error}; nothing of it was settled "
+                    f"({accounts} account(s) before it were)"
+                ) from error
             done += 1
             if written:
                 accounts += 1
