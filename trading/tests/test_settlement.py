@@ -8,6 +8,7 @@ and a holiday: the ledger and the trades then say exactly what they would have s
 from __future__ import annotations
 
 import datetime
+import io
 from decimal import Decimal
 
 import pytest
@@ -221,7 +222,12 @@ def test_a_week_of_trades_settles_on_the_right_days(
     assert Trade.objects.get(pk=third.pk).settlement_date == day["sat"]
     alice_usd -= D("10.02")
 
-    assert settle("sat", moment("sat", 13))["trades"] == 2  # only the crypto trade's sides
+    # the operator's command settles Saturday, showing its progress: only the crypto trade
+    out = io.StringIO()
+    call_command("settle", "--date", day["sat"].isoformat(), stdout=out)
+    timeline.at(moment("sat", 13))
+    assert "2/2 accounts (100%)" in out.getvalue()
+    assert "2 account(s) settled, 2 settlement(s), 2 trade side(s)" in out.getvalue()
     assert balance_of(alice, crypto.base) == (D(2), 0, 0)
     assert balance_of(alice, usd) == (alice_usd, 0, D("10.99"))
     assert balance_of(bob, stock.base) == (D(6), 0, D(1))
@@ -273,8 +279,10 @@ def test_a_week_of_trades_settles_on_the_right_days(
     assert not Trade.objects.filter(seller_settlement__isnull=True).exists()
     assert sum(Settlement.objects.values_list("trade_count", flat=True)) == 6
 
-    # the operator's command says so too, with its progress
-    call_command("settle", "--date", day["tue"].isoformat())  # nothing left: no error
+    # the operator's command finds nothing either, and refuses a date it cannot read
+    out = io.StringIO()
+    call_command("settle", "--date", day["tue"].isoformat(), stdout=out)
+    assert "0 account(s) settled" in out.getvalue()
     with pytest.raises(CommandError, match="YYYY-MM-DD"):
         call_command("settle", "--date", "27/11/2026")
 
