@@ -369,6 +369,9 @@ def test_a_week_of_trades_settles_on_the_right_days(
         .status_code
         == 404
     )
+    listing = client.get("/trading/statements/").content.decode()
+    for name in day:
+        assert f'href="/trading/statements/{day[name].isoformat()}.csv"' in listing
     bad = client.get("/trading/statements/2026-13-01.csv")
     assert bad.status_code == 400
     assert b"YYYY-MM-DD" in bad.content
