@@ -1,5 +1,6 @@
-"""Admin: users and accounts (freeze, unfreeze, deposit, withdraw through the services),
-balances, and the ledger read-only: no one, not even a superuser, edits or deletes it here."""
+"""Admin: users and accounts (freeze, unfreeze, deposit, withdraw through the services, each
+written to the audit log), balances, and the ledger read-only: no one, not even a superuser,
+edits or deletes it here. The audit log (Django's admin log) is shown read-only too."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from accounts import services
 from accounts.exceptions import InvalidAmount, LedgerError
@@ -90,6 +95,7 @@ class AccountAdmin(admin.ModelAdmin):
         "status_reason",
         "status_changed_at",
         "created_at",
+        "orders",
     )
     inlines = [BalanceInline]
     actions = ["freeze", "unfreeze", "deposit", "withdraw"]
@@ -97,6 +103,22 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(ordering="user__username")
     def owner(self, account: Account) -> str:
         return account.user.get_username() if account.user is not None else f"({account.kind})"
+
+    @admin.display(description="orders")
+    def orders(self, account: Account) -> SafeString | str:
+        """Links to the account's orders and to cancelling them all: pages of the trading app,
+        reached by URL name (accounts imports nothing of trading)."""
+        try:
+            listed = reverse("admin:trading_order_changelist")
+            cancel_all = reverse("admin:trading_order_cancel_all", args=[account.pk])
+        except NoReverseMatch:
+            return "-"
+        return format_html(
+            '<a href="{}?q=account:{}">Its orders</a> · <a href="{}">Cancel all open orders…</a>',
+            listed,
+            account.pk,
+            cancel_all,
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # opened at sign-up (or with the user), never by hand
@@ -119,6 +141,7 @@ class AccountAdmin(admin.ModelAdmin):
             except LedgerError as error:
                 self.message_user(request, f"#{account.pk}: {error.detail}", messages.ERROR)
             else:
+                self.log_change(request, account, f"Account {done} through {service.__name__}.")
                 self.message_user(request, f"Account #{account.pk} {done}.", messages.SUCCESS)
 
     @admin.action(description="Deposit into selected accounts…", permissions=["change"])
@@ -148,12 +171,12 @@ class AccountAdmin(admin.ModelAdmin):
                     except LedgerError as error:
                         self.message_user(request, f"#{account.pk}: {error.detail}", messages.ERROR)
                     else:
-                        self.message_user(
-                            request,
+                        done = (
                             f"{title} of {services.amount_format(data['amount'], data['asset'])} "
-                            f"for account #{account.pk}: journal entry #{entry.pk}.",
-                            messages.SUCCESS,
+                            f"for account #{account.pk}: journal entry #{entry.pk}."
                         )
+                        self.log_change(request, account, f"{done} Reference {data['reference']}.")
+                        self.message_user(request, done, messages.SUCCESS)
                 return None
         else:
             form = MovementForm(initial={"idempotency_key": f"admin-{uuid.uuid4()}"})
@@ -231,3 +254,36 @@ class TraderUserAdmin(UserAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             services.account_open(user=obj)
+
+
+@admin.register(LogEntry)
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The audit log: every operator action (who, when, on what, what was done), as the admin
+    and the back office's actions write it. Nobody edits or deletes it here."""
+
+    list_display = ["action_time", "user", "content_type", "object_link", "action", "message"]
+    # Only the users and kinds of object the log names (not every trader of the venue).
+    list_filter = [
+        ("action_time", admin.DateFieldListFilter),
+        ("user", admin.RelatedOnlyFieldListFilter),
+        ("content_type", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["user", "content_type"]
+    search_fields = ["=object_id", "object_repr", "change_message"]
+
+    @admin.display(description="object")
+    def object_link(self, entry: LogEntry) -> SafeString | str:
+        url = entry.get_admin_url() if not entry.is_deletion() else ""
+        if not url:
+            return entry.object_repr
+        return format_html('<a href="{}">{}</a>', url, entry.object_repr)
+
+    @admin.display(description="action")
+    def action(self, entry: LogEntry) -> str:
+        if entry.is_addition():
+            return "added"
+        return "deleted" if entry.is_deletion() else "changed"
+
+    @admin.display(description="what was done")
+    def message(self, entry: LogEntry) -> str:
+        return entry.get_change_message()

@@ -5,7 +5,8 @@ that reads Kafka (poll a batch, decode, handle, repeat).
 and a command only builds its worker, installs the handlers and runs it.
 `KafkaWorker` adds what each Kafka loop would otherwise get wrong on its own: reconnecting with
 exponential backoff and jitter, sending a poison record to the dead-letter topic without
-stopping, and `close_old_connections()` between batches.
+stopping (and to the sinks apps register, `dead_letter_sink_register`: trading keeps a row
+of each), and `close_old_connections()` between batches.
 A concrete Kafka worker names its topics and implements `handle()` (and `tick()` for work
 driven by the clock, such as flushing). Partitions are assigned by hand: these loops own all
 partitions of their topics, so they never wait for a consumer-group rebalance.
@@ -17,7 +18,8 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.db import close_old_connections
@@ -32,6 +34,30 @@ logger = logging.getLogger(__name__)
 # caught up before it waits the configured time again (see _adapt_fetch_wait).
 FETCH_WAIT_CAP_MS = 640
 IDLE_WAIT_BACK_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A record a worker could not handle, as it went to the dead-letter topic, and why."""
+
+    worker: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    reason: str
+
+
+DeadLetterSink = Callable[[DeadLetterRecord], object]  # what it returns is ignored
+_dead_letter_sinks: list[DeadLetterSink] = []
+
+
+def dead_letter_sink_register(sink: DeadLetterSink) -> None:
+    """Also hand every dead-lettered record to `sink` (from an app's `ready()`: the platform
+    imports no app). A sink that raises is logged and the worker goes on."""
+    if sink not in _dead_letter_sinks:
+        _dead_letter_sinks.append(sink)
 
 
 class StopFlag:
@@ -349,6 +375,20 @@ class KafkaWorker(Worker):
             ],
         )
         self._dead_letter_producer.flush(timeout=5)
+        letter = DeadLetterRecord(
+            worker=self.name,
+            topic=record.topic,  # type: ignore[attr-defined]
+            partition=record.partition,  # type: ignore[attr-defined]
+            offset=record.offset,  # type: ignore[attr-defined]
+            key=record.key,  # type: ignore[attr-defined]
+            value=record.value,  # type: ignore[attr-defined]
+            reason=reason,
+        )
+        for sink in _dead_letter_sinks:
+            try:
+                sink(letter)
+            except Exception:  # noqa: BLE001 - a failing sink (PostgreSQL away) must not stop the loop
+                logger.exception("%s: dead-letter sink %s failed for %s", self.name, sink, source)
 
     def _close_dead_letter_producer(self) -> None:
         kafka.producer_discard(self._dead_letter_producer)

@@ -1,6 +1,7 @@
 """Admin: instruments. Status changes (halt, resume, close) and trading rules go through the
-services; an instrument's base and quote are read-only once it has orders, its rules always
-on the change form (the "Change trading rules" page calls `instrument_rules_change`)."""
+services and are written to the audit log; an instrument's base and quote are read-only once it
+has orders, its rules always on the change form (the "Change trading rules" page calls
+`instrument_rules_change`); its settlement days are an ordinary field."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ def _status_action(status: str, verb: str):  # noqa: ANN202
         done = []
         for symbol in queryset.values_list("symbol", flat=True):
             try:
-                done.append(instrument_status_set(symbol=symbol, status=status).symbol)
+                instrument = instrument_status_set(symbol=symbol, status=status)
             except TradingError as error:
                 modeladmin.message_user(request, f"{symbol}: {error.detail}", messages.ERROR)
+                continue
+            done.append(instrument.symbol)
+            modeladmin.log_change(
+                request, instrument, f"Status set to {status} through instrument_status_set."
+            )
         if done:
             modeladmin.message_user(request, f"{', '.join(done)}: now {status}", messages.SUCCESS)
 
@@ -82,7 +88,17 @@ order(s) and {{ waiting }} command(s) waiting for the matcher.</p>
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ["symbol", "name", "base", "quote", *Instrument.RULES, "status"]
+    # Settlement days are not a trading rule: an ordinary field, changed on the form (trades
+    # made from then on carry the new settlement date).
+    list_display = [
+        "symbol",
+        "name",
+        "base",
+        "quote",
+        *Instrument.RULES,
+        "settlement_days",
+        "status",
+    ]
     list_filter = ["status"]
     search_fields = ["symbol", "name"]
     # Status changes go through the service (halt / resume / close), not the edit form.
@@ -147,6 +163,12 @@ class InstrumentAdmin(admin.ModelAdmin):
                     field = error.code.removeprefix("invalid_")
                     form.add_error(field if field in form.fields else None, error.detail)
                 else:
+                    self.log_change(
+                        request,
+                        instrument,
+                        "Trading rules changed for new orders through instrument_rules_change: "
+                        + ", ".join(f"{name}={value}" for name, value in form.cleaned_data.items()),
+                    )
                     self.message_user(
                         request,
                         f"{instrument.symbol}: trading rules changed for new orders.",
