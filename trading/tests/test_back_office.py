@@ -85,6 +85,12 @@ def test_an_operator_finds_an_order_by_client_order_id_cancels_it_and_the_trader
         # then: the trader sees it canceled once the matcher applied it, the other order open
         wait_for(lambda: _api_status(trader, wanted) == "canceled", what="the cancel applied")
         assert _api_status(trader, other) == "new"
+        # and its page shows the ledger entries it caused: its hold, then the release
+        hold, release = JournalEntry.objects.filter(reference=f"order {wanted.pk}").order_by("pk")
+        page = admin_client.get(reverse("admin:trading_order_change", args=[wanted.pk]))
+        entries = page.content.decode().split('class="form-row field-ledger_entries"')[1]
+        for entry, kind in ((hold, "hold"), (release, "release")):
+            assert f">#{entry.pk}</a></td><td>{kind}</td><td>order {wanted.pk}</td>" in entries
         # and the audit log says who did what to it
         (entry,) = _audit(wanted, Order)
         assert entry.user == admin_user
