@@ -161,6 +161,7 @@ def make_trades(
             quote_amount=D(price) * D(quantity),
             aggressor_side=Order.Side.BUY,
             executed_at=executed_at,
+            settlement_date=executed_at.date(),
         )
         for seq, price, quantity, executed_at in trades
     )

@@ -271,7 +271,7 @@ def _database_checks(breaks: Breaks, checked: dict[str, Any], progress: Progress
     with transaction.atomic():
         if not connection.in_atomic_block or len(connection.atomic_blocks) == 1:
             with connection.cursor() as cursor:
-                cursor.execute(sql.RECONCILE_SNAPSHOT)
+                cursor.execute(sql.READ_ONLY_SNAPSHOT)
         progress("ledger", 0, None)
         _ledger_check(breaks, checked)
         progress("ledger", 1, 1)

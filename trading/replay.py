@@ -754,7 +754,7 @@ def replay_run(
     with transaction.atomic():
         # First statement of the transaction: one snapshot for everything read, and no write.
         with connection.cursor() as cursor:
-            cursor.execute(sql.REPLAY_SNAPSHOT)
+            cursor.execute(sql.READ_ONLY_SNAPSHOT)
         return _replay(source, say)
 
 

@@ -682,12 +682,10 @@ SELECT COALESCE(o.id, c.order_id), COALESCE(i.symbol, c.symbol), COALESCE(o.comm
 # One run stores its breaks at a time (a transaction-scoped advisory lock: namespace, key).
 RECONCILE_STORE_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
-# Reconciliation reads its checks in one snapshot (the first statement of its transaction).
-RECONCILE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# Reconciliation and replay read everything in one snapshot and write nothing (the first
+# statement of their transaction).
+READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
 # --- replay (trading.replay) ------------------------------------------------------------------
 
-# Replay reads everything in one snapshot and writes nothing (the first statement of its
-# transaction).
-REPLAY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"

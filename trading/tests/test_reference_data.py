@@ -326,11 +326,12 @@ def test_the_change_form_shows_rules_and_a_used_instruments_assets_read_only(
             "quote": euro.pk,
             "tick_size": "0.05",
             "maker_fee_rate": "0.5",
+            "settlement_days": "2",
         },
     )
     assert response.status_code == 302
     market.refresh_from_db()
-    assert market.name == "Renamed"
+    assert (market.name, market.settlement_days) == ("Renamed", 2)  # not a trading rule
     assert (market.quote.code, market.tick_size, market.maker_fee_rate) == (
         "USD",
         D("0.01"),
@@ -352,9 +353,11 @@ def test_the_add_form_still_creates_instruments(boss, make_asset):
         "price_band_pct": "10",
         "maker_fee_rate": "0.001",
         "taker_fee_rate": "0.002",
+        "settlement_days": "0",
     }
     assert boss.post("/admin/trading/instrument/add/", data).status_code == 302
-    assert Instrument.objects.get(symbol="NEWX").taker_fee_rate == D("0.002")
+    created = Instrument.objects.get(symbol="NEWX")
+    assert (created.taker_fee_rate, created.settlement_days) == (D("0.002"), 0)
 
 
 @pytest.mark.django_db

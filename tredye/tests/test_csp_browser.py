@@ -126,7 +126,7 @@ def test_every_page_works_under_the_content_security_policy(
     # signed in: balances and the password change form
     log_in(watched, "/accounts/login/", trader.username, "#login-form")
     expect(page.locator("#user-name")).to_have_text(trader.username)
-    for path in ["/accounts/balances/", "/accounts/password/"]:
+    for path in ["/accounts/balances/", "/accounts/password/", "/trading/statements/"]:
         watched.open(path)
         watched.assert_clean(path)
 
