@@ -688,4 +688,3 @@ READ_ONLY_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY
 
 
 # --- replay (trading.replay) ------------------------------------------------------------------
-
