@@ -4,6 +4,10 @@ A position is signed (long > 0, short < 0) with the average cost of what is open
 position's direction (or from flat) averages its price in; one against it realises
 `closed quantity * (price - average cost)` (sign of the position) and keeps the average cost of
 what stays open; a fill that flips the position opens the rest at the fill's price.
+
+Average cost and each fill's realised P&L are rounded to the 18 places the database stores, so
+the matcher's memory, a position reloaded after a restart, replay and reconciliation's fold of
+the fills all hold the same figures exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ def position_after(
         return total, average, realized_pnl
     closing = min(abs(change), abs(quantity))
     direction = 1 if quantity > 0 else -1
-    realized_pnl += closing * (price - average_cost) * direction
+    realized = _WIDE.multiply(closing, _WIDE.subtract(price, average_cost)).quantize(
+        _COST, context=_WIDE
+    )
+    realized_pnl = _WIDE.add(realized_pnl, realized if direction > 0 else -realized)
     total = quantity + change
     if total == 0:
         average_cost = ZERO
