@@ -85,7 +85,7 @@ def test_matcher_keeps_up_past_50000_batches(
             r
             for r in read_topic(kafka.ORDERS)
             if r.key == market.symbol.encode()
-            and kafka.decode(r.value).data == {"order_id": first.pk}
+            and kafka.decode(r.value).data["order_id"] == first.pk
         )
         assert outbox_id(place) is not None
 

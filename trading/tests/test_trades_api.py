@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 from itertools import count
 
@@ -33,6 +34,7 @@ def fill(market: Instrument, maker: Order, taker: Order, *, price: str = "20.00"
         aggressor_side=taker.side,
         buyer_fee=D("0.04"),
         seller_fee=D("0.02"),
+        settlement_date=datetime.datetime.now(tz=datetime.UTC).date(),
     )
 
 
