@@ -25,6 +25,7 @@ from django.db import connection
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 
+from accounts.admin import ReadOnlyAdminMixin
 from accounts.selectors import account_get
 from trading import sql
 from trading.models import Instrument
@@ -120,7 +121,7 @@ class SearchTerm:
 SearchLookups = Callable[[SearchTerm, str], Q | None]
 
 
-class BigTableAdmin(admin.ModelAdmin):
+class BigTableAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only, never counting the table, never sorting it by an unindexed column, and
     searching by equalities (`search_lookups`) instead of `icontains`."""
 
@@ -134,15 +135,6 @@ class BigTableAdmin(admin.ModelAdmin):
         "One of: an id, a client order id, a symbol, a username; or say which with "
         "id:, account:, user:, client:, symbol: (exact matches only)."
     )
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def get_paginator(
         self, request: HttpRequest, queryset: QuerySet, per_page: int, *args: Any, **kwargs: Any
