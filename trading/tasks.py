@@ -8,6 +8,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from trading import business_days
+from trading.reconcile import reconciliation_run
 from trading.services import day_orders_expire
 from trading.settlement import settlement_run
 from trading.statements import statements_store
@@ -70,6 +71,4 @@ def store_statements(date_iso: str | None = None) -> dict[str, object]:
 )
 def reconcile() -> int:
     """Reconcile the venue (Celery beat, every RECONCILE_INTERVAL_S); return the run's id."""
-    from trading.reconcile import reconciliation_run
-
     return reconciliation_run(trigger="beat").pk
