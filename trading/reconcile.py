@@ -682,6 +682,7 @@ def _trades_topic_check(
     lost = 0
     missing: dict[str, set[int]] = {}
     extra: dict[str, set[int]] = {}
+    duplicated: dict[str, set[int]] = {}
     for symbol in sorted(snapshot.trades.keys() | read.seqs.keys()):
         in_db = snapshot.trades.get(symbol, set())
         on_topic = read.seqs.get(symbol, {})
@@ -699,37 +700,25 @@ def _trades_topic_check(
         more = on_topic.keys() - in_db
         if more:
             extra[symbol] = more
-        twice = [seq for seq, count in on_topic.items() if count > 1]
-        for first, last in _ranges(twice):
-            numbers = _span(first, last)
-            breaks.add(
-                "trade_duplicated_on_topic",
-                f"{symbol} trades {numbers}",
-                f"{symbol} trades {numbers} are on {physical} more than once",
-                instrument=symbol,
-                seq=[first, last],
-            )
+        twice = {seq for seq, count in on_topic.items() if count > 1}
+        if twice:
+            duplicated[symbol] = twice
     _newer_than_snapshot(extra)
-    for symbol, seqs in missing.items():
-        for first, last in _ranges(seqs):
-            numbers = _span(first, last)
-            breaks.add(
-                "trade_not_on_topic",
-                f"{symbol} trades {numbers}",
-                f"{symbol} trades {numbers} are in PostgreSQL, sent, and not on {physical}",
-                instrument=symbol,
-                seq=[first, last],
-            )
-    for symbol, seqs in extra.items():
-        for first, last in _ranges(seqs):
-            numbers = _span(first, last)
-            breaks.add(
-                "trade_not_in_database",
-                f"{symbol} trades {numbers}",
-                f"{symbol} trades {numbers} are on {physical} and not in PostgreSQL",
-                instrument=symbol,
-                seq=[first, last],
-            )
+    for kind, by_symbol, says in (
+        ("trade_duplicated_on_topic", duplicated, f"are on {physical} more than once"),
+        ("trade_not_on_topic", missing, f"are in PostgreSQL, sent, and not on {physical}"),
+        ("trade_not_in_database", extra, f"are on {physical} and not in PostgreSQL"),
+    ):
+        for symbol, seqs in by_symbol.items():
+            for first, last in _ranges(seqs):
+                numbers = _span(first, last)
+                breaks.add(
+                    kind,
+                    f"{symbol} trades {numbers}",
+                    f"{symbol} trades {numbers} {says}",
+                    instrument=symbol,
+                    seq=[first, last],
+                )
     for partition, offset, reason in read.invalid[:MAX_BREAKS_PER_KIND]:
         breaks.add(
             "trade_record_invalid",
