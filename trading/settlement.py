@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from accounts.exceptions import LedgerError
 from accounts.lock_objects import accounts_lock
 from accounts.models import Account, Asset, Bucket, EntryKind
-from accounts.services import EntrySpec, Leg, ledger_post, platform_account_open
+from accounts.services import EntrySpec, Leg, asset_quantum, ledger_post, platform_account_open
 from trading import business_days, sql
 from trading.models import Settlement
 from tredye.db import prepared_cursor
@@ -163,7 +163,7 @@ def _account_settle(
     for asset_id, asset_sides in sorted(per_asset.items()):
         asset = assets[asset_id]
         total = sum((side.amount for side in asset_sides), Decimal(0))
-        amount = total.quantize(Decimal(1).scaleb(-asset.precision))
+        amount = total.quantize(asset_quantum(asset))
         if amount != total:  # a trade's legs were booked at the asset's precision
             raise SettlementError(
                 f"account #{account_id}: {total} {asset.code} pending is finer than the "
@@ -246,7 +246,7 @@ def settlement_pending_list(*, account_id: int) -> list[PendingSettlement]:
         PendingSettlement(
             asset=assets[asset_id],
             date=date,
-            amount=amount.quantize(Decimal(1).scaleb(-assets[asset_id].precision)),
+            amount=amount.quantize(asset_quantum(assets[asset_id])),
             trades=count,
         )
         for asset_id, date, amount, count in rows

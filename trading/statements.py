@@ -31,6 +31,7 @@ from accounts.selectors import Buckets, account_statement
 from trading import business_days
 from trading.matching.positions import position_after
 from trading.models import DailyStatement, Instrument, Order, Trade
+from trading.units import quantum
 
 ZERO = Decimal(0)
 STATEMENT_VERSION = 1
@@ -43,7 +44,7 @@ class StatementError(Exception):
 
 def _fixed(amount: Decimal, places: int) -> str:
     """`amount` at `places` decimals when that is exact, otherwise all its digits."""
-    quantized = amount.quantize(Decimal(1).scaleb(-places))
+    quantized = amount.quantize(quantum(places))
     return format(quantized if quantized == amount else amount.normalize(), "f")
 
 
