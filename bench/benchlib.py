@@ -7,9 +7,15 @@ query in memory) on the settings' PostgreSQL, with scratch databases of their ow
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +28,9 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+
+if TYPE_CHECKING:
+    from tredye.devbroker import Broker
 
 D = Decimal
 
@@ -161,3 +170,53 @@ def drop_scratch_database(name: str, maintenance_db: str) -> None:
             [name],
         )
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@dataclass
+class ScratchVenue:
+    """What `scratch_venue` made: a work directory, the scratch database's name, the private
+    broker (None when KAFKA_BOOTSTRAP_SERVERS names one) and the processes to stop at the end."""
+
+    workdir: Path
+    db_name: str
+    broker: Broker | None
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+
+@contextmanager
+def scratch_venue(name: str) -> Iterator[ScratchVenue]:
+    """A private broker (unless KAFKA_BOOTSTRAP_SERVERS names one), a topic prefix and a scratch
+    database of this process's own, so two runs at once never clobber each other; on the way
+    out the processes started (`venue.processes`) are stopped, the database and broker dropped."""
+    from django.db import connection, connections
+
+    from tredye.devbroker import Broker, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    broker = None
+    db_name = None
+    processes: list[subprocess.Popen] = []
+    try:
+        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            broker = Broker(free_port(), workdir)
+            broker.start()
+            settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
+        settings.KAFKA_TOPIC_PREFIX = f"bench{name}{os.getpid()}."
+        connection.settings_dict["TEST"]["NAME"] = f"bench_{name}_{os.getpid()}"
+        db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+        yield ScratchVenue(workdir, db_name, broker, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                log(f"{process.args[-1]} ignored SIGTERM for 10 s: killed")
+                process.kill()
+                process.wait()
+        connections.close_all()
+        if db_name is not None:
+            connection.creation.destroy_test_db(db_name, verbosity=0)
+        if broker is not None:
+            broker.kill()

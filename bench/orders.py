@@ -21,7 +21,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from decimal import Decimal
@@ -34,13 +33,14 @@ from benchlib import (  # sets Django up
     database_url,
     log,
     percentile,
+    scratch_venue,
 )
 from django.conf import settings
 from django.db import connection, connections
 from kafka import TopicPartition
 
 from tredye import kafka
-from tredye.devbroker import Broker, free_port
+from tredye.devbroker import Broker
 
 D = Decimal
 
@@ -128,35 +128,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=0)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
-    broker = None
-    db_name = None
-    processes: list[subprocess.Popen] = []
-    try:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            broker = Broker(free_port(), workdir)
-            broker.start()
-            settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
-        settings.KAFKA_TOPIC_PREFIX = f"benchorders{os.getpid()}."
-        # A scratch database per run, so two runs at once never clobber each other.
-        connection.settings_dict["TEST"]["NAME"] = f"bench_orders_{os.getpid()}"
-        db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-        run(args, workdir, db_name, processes, broker)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                log(f"{process.args[-1]} ignored SIGTERM for 10 s: killed")
-                process.kill()
-                process.wait()
-        connections.close_all()
-        if db_name is not None:
-            connection.creation.destroy_test_db(db_name, verbosity=0)
-        if broker is not None:
-            broker.kill()
+    with scratch_venue("orders") as venue:
+        run(args, venue.workdir, venue.db_name, venue.processes, venue.broker)
 
 
 def run(

@@ -23,16 +23,14 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ROOT, D, bench_market, database_url, log  # sets Django up
+from benchlib import ROOT, D, bench_market, database_url, log, scratch_venue  # sets Django up
 from django.conf import settings
 from django.db import connection, connections
 
 from tredye import kafka
-from tredye.devbroker import Broker, free_port
 
 SYMBOLS = ("RCNA", "RCNB", "RCNC", "RCND")
 
@@ -72,33 +70,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--traders", type=int, default=4)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
-    broker = None
-    db_name = None
-    processes: list[subprocess.Popen] = []
-    try:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            broker = Broker(free_port(), workdir)
-            broker.start()
-            settings.KAFKA_BOOTSTRAP_SERVERS = [broker.address]
-        settings.KAFKA_TOPIC_PREFIX = f"benchreconcile{os.getpid()}."
-        connection.settings_dict["TEST"]["NAME"] = f"bench_reconcile_{os.getpid()}"
-        db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-        run(args, workdir, db_name, processes)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        connections.close_all()
-        if db_name is not None:
-            connection.creation.destroy_test_db(db_name, verbosity=0)
-        if broker is not None:
-            broker.kill()
+    with scratch_venue("reconcile") as venue:
+        run(args, venue.workdir, venue.db_name, venue.processes)
 
 
 def run(args: argparse.Namespace, workdir: Path, db_name: str, processes: list) -> None:
