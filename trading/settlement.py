@@ -104,6 +104,10 @@ def settlement_run(
     cursor = prepared_cursor()
     cursor.execute(sql.SETTLEMENT_ACCOUNTS_DUE, {"date": date}, prepare=True)
     account_ids = [row[0] for row in cursor.fetchall()]
+    if not account_ids:
+        return SettlementSummary(date=date, accounts=0, settlements=0, trades=0)
+    with transaction.atomic():
+        clearing = platform_account_open(kind=Account.Kind.CLEARING)
     accounts = settlements = sides = 0
     done = 0
     for start in range(0, len(account_ids), ACCOUNTS_PER_READ):
@@ -116,7 +120,10 @@ def settlement_run(
         for account_id in batch:
             try:
                 written, settled_sides = _account_settle(
-                    account_id=account_id, date=date, trade_ids=due.get(account_id, [])
+                    account_id=account_id,
+                    date=date,
+                    trade_ids=due.get(account_id, []),
+                    clearing=clearing,
                 )
             except LedgerError as error:  # e.g. less pending than its trades say: a break
                 raise SettlementError(
@@ -135,7 +142,7 @@ def settlement_run(
 
 @transaction.atomic(durable=True)
 def _account_settle(
-    *, account_id: int, date: datetime.date, trade_ids: list[int]
+    *, account_id: int, date: datetime.date, trade_ids: list[int], clearing: Account
 ) -> tuple[int, int]:
     """Settle these sides of one account (those still unsettled once it is locked); return
     (Settlement rows written, sides settled)."""
@@ -157,7 +164,6 @@ def _account_settle(
     for side in sides:
         per_asset[side.asset_id].append(side)
     assets = Asset.objects.in_bulk(list(per_asset))
-    clearing = platform_account_open(kind=Account.Kind.CLEARING)
     legs: list[Leg] = []
     totals: dict[int, Decimal] = {}
     for asset_id, asset_sides in sorted(per_asset.items()):
