@@ -30,7 +30,10 @@ class TickPublisher:
 
     Ticks are perishable: while the broker is away they are dropped (and counted), never
     queued without bound, and the feed goes on. After a produce error the producer is built
-    again (at most once per `REBUILD_EVERY_S`; see `kafka.producer_discard`).
+    again (at most once per `REBUILD_EVERY_S`; see `kafka.producer_discard`). A send is not
+    awaited, so a delivery that fails later (seen: a broker that came back empty leaves an
+    idempotent producer failing every batch for good, while `send` still accepts) is seen by
+    its future's errback: the tick counts as dropped and the next publish builds a new producer.
     """
 
     REBUILD_EVERY_S = 1.0
@@ -38,8 +41,11 @@ class TickPublisher:
     def __init__(self) -> None:
         self.topic = kafka.topic(kafka.TICKS)
         self.seq: dict[str, int] = defaultdict(int)
-        self.sent = 0
-        self.dropped = 0
+        self._handed = 0  # accepted by `send` (main thread)
+        self._refused = 0  # refused by `send` (main thread)
+        self._failed = 0  # accepted, then failed to deliver (the producer's I/O thread)
+        # Set by a failed delivery's errback: the producer is built again before the next send.
+        self._broken = False
         self.producer: KafkaProducer | None = None
         self.last_build = 0.0
         self._build()
@@ -54,25 +60,49 @@ class TickPublisher:
         """Send one tick; return False when it was dropped because Kafka is unavailable."""
         self.seq[quote.symbol] += 1
         value = tick_record(quote, seq=self.seq[quote.symbol], ts=ts)
+        if self._broken:
+            self._broken = False
+            self._drop_producer()
         try:
             producer = self.producer
             if producer is None:
                 if time.monotonic() - self.last_build < self.REBUILD_EVERY_S:
                     raise KafkaConnectionError("producer being rebuilt")
                 producer = self._build()
-            producer.send(self.topic, key=quote.symbol.encode(), value=value)
+            future = producer.send(self.topic, key=quote.symbol.encode(), value=value)
         except KafkaError as error:
             self._drop_producer()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                logger.warning(
-                    "feed: Kafka unavailable (%s); %d ticks dropped so far",
-                    error.__class__.__name__,
-                    self.dropped,
-                )
+            self._refused += 1
+            self._warn(error)
             return False
-        self.sent += 1
+        self._handed += 1
+        future.add_errback(self._delivery_failed)
         return True
+
+    @property
+    def sent(self) -> int:
+        """Ticks handed to the producer and not known to have failed."""
+        return self._handed - self._failed
+
+    @property
+    def dropped(self) -> int:
+        """Ticks refused while the broker was away, or lost by a producer that failed."""
+        return self._refused + self._failed
+
+    def _delivery_failed(self, error: Exception) -> None:
+        # Runs on the producer's I/O thread: only counts and flags; publish() rebuilds.
+        self._failed += 1
+        self._broken = True
+        self._warn(error)
+
+    def _warn(self, error: Exception) -> None:
+        dropped = self.dropped
+        if dropped == 1 or dropped % 100 == 0:
+            logger.warning(
+                "feed: Kafka unavailable (%s); %d ticks dropped so far",
+                error.__class__.__name__,
+                dropped,
+            )
 
     def _drop_producer(self) -> None:
         kafka.producer_discard(self.producer, timeout_s=0)

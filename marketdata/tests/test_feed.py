@@ -9,8 +9,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from marketdata.feed import FeedError, SimulatedInstrument, Simulator, read_replay
+from marketdata.feed import FeedError, Quote, SimulatedInstrument, Simulator, read_replay
 from marketdata.models import PriceModel
+from marketdata.services import TickPublisher
 from tredye import kafka
 
 
@@ -246,3 +247,38 @@ def test_tick_numbers_are_never_in_exponent_form():
     data = quote.as_data()
     assert (data["bid_size"], data["ask_size"]) == ("300", "0.00001")
     assert all("E" not in value for value in data.values())
+
+
+def test_the_feed_delivers_again_when_the_broker_comes_back_empty(private_broker, settings):
+    """A broker that came back empty leaves a kafka-python idempotent producer failing every
+    batch while `send` still accepts ticks: the publisher must see the failed deliveries,
+    count them as dropped, and build a new producer, or the feed goes silent for good."""
+    from testing.helpers import read_topic
+
+    settings.KAFKA_BOOTSTRAP_SERVERS = [private_broker.address]
+    settings.KAFKA_TOPIC_PREFIX = f"feedroll{time.monotonic_ns()}."
+    publisher = TickPublisher()
+    quote = Quote("ROLL", *(Decimal(v) for v in ("1", "2", "1.5", "1", "1", "1")))
+
+    def publish_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            publisher.publish(quote)
+            time.sleep(0.02)
+
+    try:
+        publish_for(1.0)
+        assert len(read_topic(kafka.TICKS)) > 0
+        private_broker.kill()
+        private_broker.start()
+        publish_for(5.0)
+        if publisher.producer is not None:
+            publisher.producer.flush(timeout=5)
+        delivered = read_topic(kafka.TICKS)
+    finally:
+        publisher.close()
+    # the new, empty topic holds the ticks published after the first seconds of recovery
+    assert len(delivered) > 50
+    seqs = [kafka.decode(record.value).seq for record in delivered]
+    assert seqs == sorted(seqs)
+    assert publisher.dropped > 0
